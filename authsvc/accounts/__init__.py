@@ -1,0 +1,1 @@
+"""Accounts: what a professional activates, signs in with, and what the helpdesk locks."""

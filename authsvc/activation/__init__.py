@@ -1,0 +1,1 @@
+"""Account activation: activation letters and, later, the activation flow."""

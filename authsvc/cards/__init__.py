@@ -1,0 +1,1 @@
+"""Smartcards bound to accounts: binding at activation, and (helpdesk) revocation."""

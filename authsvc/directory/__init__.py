@@ -1,0 +1,1 @@
+"""The national directory of health professionals, as imported from the agency's files."""

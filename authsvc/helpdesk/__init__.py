@@ -1,0 +1,1 @@
+"""The helpdesk: revoke a lost card everywhere at once, and support professionals (INTERFACE §5)."""

@@ -1,0 +1,392 @@
+"""Signing in (INTERFACE §4 "Sign-in"): with the password (limited) or the smartcard (full).
+
+The authorization endpoint, when the browser has no suitable session, stores the authorization
+request in a :class:`~authsvc.login.models.LoginFlow` and sends the browser to
+``/login?flow={id}``. The person authenticates there; the flow then hands back ``redirect_to``,
+the authorization request again, which now finds the session.
+
+SECURITY "Guessing and enumeration": unknown matricules, wrong passwords and accounts that are not
+active get the same answer (``invalid_credentials``) after the same work (an Argon2 verification,
+against a dummy hash when there is no account). Failures are limited per matricule (whether it
+exists or not, so that the limit itself tells nothing) with a back-off that grows, per IP by the
+web layer, and an account locks after :data:`LOCK_AFTER` consecutive failures (the helpdesk
+unlocks it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import matricule as matricules
+from ..accounts.models import Account, AccountStatus
+from ..audit import service as audit
+from ..audit.tags import EventTag
+from ..cards.models import Card, CardStatus
+from ..directory.models import Professional
+from ..errors import AuthsvcError
+from ..metrics import sign_in, sign_in_failed
+from ..oidc.claims import ACR_HIGH, AMR_CARD, AMR_PASSWORD
+from ..pki.challenges import Challenge, issue_challenge
+from ..pki.errors import CardRefused
+from ..security.secrets import Purpose, random_token
+from ..sessions.service import Opened
+from .models import LoginFlow
+
+if TYPE_CHECKING:
+    from ..app import Services
+
+log = logging.getLogger("authsvc.login")
+
+FLOW_LIFETIME = timedelta(minutes=15)
+#: the client id of sign-ins for the provider's own pages (no relying service is involved)
+INTERNAL_CLIENT = "authsvc:pages"
+#: consecutive wrong passwords after which an account is locked (the helpdesk unlocks it)
+LOCK_AFTER = 10
+#: per matricule: after FREE_TRIES failures, wait 2^(n - FREE_TRIES) seconds (at most an hour)
+FREE_TRIES = 3
+MAX_BACKOFF = 3600
+
+
+class LoginError(AuthsvcError):
+    def __init__(
+        self, code: str, description: str, *, status: int = 400, retry_after: int | None = None
+    ) -> None:
+        super().__init__(description, code=code, status=status)
+        self.retry_after = retry_after
+
+
+def invalid_credentials() -> LoginError:
+    return LoginError("invalid_credentials", "The matricule or the password is not right.")
+
+
+@dataclass(frozen=True)
+class Started:
+    flow: LoginFlow
+    binding: str
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    redirect_to: str
+    opened: Opened
+
+
+class Login:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.clock = services.clock
+        self.hasher = services.hasher
+
+    # --- the flow ---
+
+    def start(
+        self,
+        db: Session,
+        *,
+        client_id: str,
+        request: Mapping[str, str],
+        required_acr: str,
+        login_hint: str | None,
+        lang: str,
+    ) -> Started:
+        now = self.clock.now()
+        binding = random_token(32)
+        flow = LoginFlow(
+            id=random_token(32),
+            binding_hash=self.hasher.hash(Purpose.FLOW_BINDING, binding),
+            csrf_token=random_token(24),
+            client_id=client_id,
+            request=dict(request),
+            required_acr=required_acr,
+            login_hint=login_hint,
+            lang=lang,
+            created_at=now,
+            expires_at=now + FLOW_LIFETIME,
+        )
+        db.add(flow)
+        return Started(flow, binding)
+
+    def load(self, db: Session, flow_id: str, binding: str | None) -> LoginFlow:
+        flow = (
+            db.get(LoginFlow, flow_id) if isinstance(flow_id, str) and len(flow_id) <= 64 else None
+        )
+        if (
+            flow is None
+            or not binding
+            or not self.hasher.verify(Purpose.FLOW_BINDING, binding, flow.binding_hash)
+        ):
+            raise LoginError(
+                "flow_not_found", "No sign-in with this id was started in this browser.", status=404
+            )
+        if flow.completed_at is not None or self.clock.now() >= flow.expires_at:
+            raise LoginError(
+                "flow_expired",
+                "This sign-in has expired; go back to the service and sign in again.",
+                status=410,
+            )
+        return flow
+
+    def checked(self, db: Session, flow_id: str, binding: str | None, csrf: Any) -> LoginFlow:
+        flow = self.load(db, flow_id, binding)
+        if not isinstance(csrf, str) or not hmac.compare_digest(csrf, flow.csrf_token):
+            raise LoginError(
+                "invalid_csrf_token",
+                "The request's csrf_token does not match the flow.",
+                status=403,
+            )
+        return flow
+
+    @staticmethod
+    def methods(flow: LoginFlow) -> list[str]:
+        return ["smartcard"] if flow.required_acr == ACR_HIGH else ["password", "smartcard"]
+
+    def challenge(self, flow_id: str) -> Challenge:
+        with self.services.db.transaction() as db:
+            return issue_challenge(db, flow_id, self.services.settings.issuer_origin, self.clock)
+
+    def start_for_page(
+        self, db: Session, *, return_to: str, required_acr: str, lang: str
+    ) -> Started:
+        """A sign-in for one of the provider's own pages (the helpdesk console, the account
+        pages): afterwards the browser goes back to ``return_to`` (a path on this provider)."""
+        if not return_to.startswith("/") or return_to.startswith("//"):
+            raise ValueError("return_to is a path on this provider")
+        return self.start(
+            db,
+            client_id=INTERNAL_CLIENT,
+            request={"return_to": return_to},
+            required_acr=required_acr,
+            login_hint=None,
+            lang=lang,
+        )
+
+    def redirect_to(self, flow: LoginFlow) -> str:
+        if flow.client_id == INTERNAL_CLIENT:
+            flow.completed_at = self.clock.now()
+            return f"{self.services.settings.issuer}{flow.request['return_to']}"
+        params = {**flow.request, "login_flow": flow.id}
+        return f"{self.services.settings.issuer}/authorize?{urlencode(params)}"
+
+    # --- the password ---
+
+    def password(
+        self,
+        flow_id: str,
+        binding: str | None,
+        csrf: Any,
+        typed_matricule: str,
+        password: str,
+        *,
+        previous_cookie: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> SignedIn:
+        with self.services.db.transaction() as db:
+            flow = self.checked(db, flow_id, binding, csrf)
+            if "password" not in self.methods(flow):
+                raise LoginError(
+                    "method_not_allowed",
+                    "This service needs a full session: sign in with your smartcard.",
+                )
+        try:
+            number = matricules.validate(typed_matricule)
+        except matricules.InvalidMatricule:
+            number = typed_matricule.strip()[:32]
+        wait = self.services.login_failures.wait(number)
+        if wait:
+            raise LoginError(
+                "too_many_requests",
+                "Too many wrong tries for this matricule: wait before trying again.",
+                status=429,
+                retry_after=wait,
+            )
+        with self.services.db.read_transaction() as db:
+            account = db.scalars(
+                select(Account)
+                .join(Professional, Professional.id == Account.professional_id)
+                .where(Professional.matricule == number)
+            ).one_or_none()
+            stored = account.password_hash if account is not None else None
+            account_id = account.id if account is not None else None
+        # the same Argon2 work for an unknown matricule (dummy hash) as for a wrong password
+        ok = self.services.passwords.verify(stored, password)
+        with self.services.db.transaction() as db:
+            flow = self.checked(db, flow_id, binding, csrf)
+            account = db.get(Account, account_id, with_for_update=True) if account_id else None
+            active = account is not None and account.status == AccountStatus.ACTIVE
+            if not ok or not active or account is None:
+                self._failed(
+                    db, number, account, ip, reason="wrong password" if not ok else "inactive"
+                )
+                failed = True
+            else:
+                failed = False
+                if self.services.passwords.needs_rehash(account.password_hash or ""):
+                    account.password_hash = self.services.passwords.hash(password)
+                account.failed_logins = 0
+                previous = self.services.sessions.find(db, previous_cookie, touch=False)
+                opened = self.services.sessions.sign_in(
+                    db, account, amr=AMR_PASSWORD, previous=previous, user_agent=user_agent, ip=ip
+                )
+                flow.authenticated_at = self.clock.now()
+                flow.account_id = account.id
+                audit.record(
+                    db,
+                    EventTag.LOGIN_SUCCEEDED,
+                    actor=f"account:{account.id}",
+                    subject=f"professional:{number}",
+                    data={"method": "password", "client_id": flow.client_id, "ip": ip},
+                    clock=self.clock,
+                )
+                result = SignedIn(self.redirect_to(flow), opened)
+        if failed:
+            self.services.login_failures.hit(number)
+            sign_in_failed("password", account)
+            raise invalid_credentials()
+        sign_in("password", "success")
+        return result
+
+    def _failed(
+        self, db: Session, number: str, account: Account | None, ip: str | None, *, reason: str
+    ) -> None:
+        now = self.clock.now()
+        data: dict[str, Any] = {"method": "password", "ip": ip, "known": account is not None}
+        if account is not None and reason == "wrong password":
+            account.failed_logins += 1
+            account.last_failed_login_at = now
+            data["failed_logins"] = account.failed_logins
+            if account.failed_logins >= LOCK_AFTER and account.status == AccountStatus.ACTIVE:
+                account.status = AccountStatus.LOCKED
+                account.status_changed_at = now
+                audit.record(
+                    db,
+                    EventTag.ACCOUNT_LOCKED,
+                    actor="system",
+                    subject=f"professional:{number}",
+                    data={"account_id": str(account.id), "reason": f"{LOCK_AFTER} wrong passwords"},
+                    clock=self.clock,
+                )
+        elif account is not None:
+            data["status"] = account.status
+        audit.record(
+            db,
+            EventTag.LOGIN_FAILED,
+            actor=f"ip:{ip or '-'}",
+            subject=f"professional:{number}",
+            data=data,
+            clock=self.clock,
+        )
+
+    # --- the smartcard ---
+
+    def smartcard(
+        self,
+        flow_id: str,
+        binding: str | None,
+        csrf: Any,
+        auth_token: Mapping[str, Any],
+        *,
+        previous_cookie: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> SignedIn:
+        with self.services.db.transaction() as db:
+            self.checked(db, flow_id, binding, csrf)
+        try:
+            card = self.services.smartcard.verifier.verify(self.services.db, flow_id, auth_token)
+        except CardRefused as exc:
+            with self.services.db.transaction() as db:
+                audit.record(
+                    db,
+                    EventTag.LOGIN_FAILED,
+                    actor=f"ip:{ip or '-'}",
+                    subject=None,
+                    data={"method": "smartcard", "reason": exc.reason, "ip": ip},
+                    clock=self.clock,
+                )
+            sign_in("smartcard", "failure")
+            raise
+        with self.services.db.transaction() as db:
+            flow = self.checked(db, flow_id, binding, csrf)
+            bound = db.scalars(
+                select(Card)
+                .where(Card.issuer == card.issuer)
+                .where(Card.serial == card.serial)
+                .with_for_update()
+            ).one_or_none()
+            account = db.get(Account, bound.account_id) if bound is not None else None
+            refusal: str | None = None
+            if bound is None or bound.fingerprint != card.fingerprint:
+                refusal = (
+                    "This card is not bound to an account: activate your account with it first."
+                )
+            elif bound.status != CardStatus.ACTIVE:
+                refusal = "This card was revoked."
+            elif account is None or account.status != AccountStatus.ACTIVE:
+                refusal = "The account of this card is not active."
+            if refusal is not None:
+                audit.record(
+                    db,
+                    EventTag.LOGIN_FAILED,
+                    actor=f"ip:{ip or '-'}",
+                    subject=f"account:{bound.account_id}" if bound else None,
+                    data={"method": "smartcard", "reason": refusal, "serial": card.serial},
+                    clock=self.clock,
+                )
+            else:
+                assert account is not None
+                assert bound is not None
+                previous = self.services.sessions.find(db, previous_cookie, touch=False)
+                opened = self.services.sessions.sign_in(
+                    db,
+                    account,
+                    amr=AMR_CARD,
+                    card_id=bound.id,
+                    previous=previous,
+                    user_agent=user_agent,
+                    ip=ip,
+                )
+                flow.authenticated_at = self.clock.now()
+                flow.account_id = account.id
+                audit.record(
+                    db,
+                    EventTag.LOGIN_SUCCEEDED,
+                    actor=f"account:{account.id}",
+                    subject=f"account:{account.id}",
+                    data={
+                        "method": "smartcard",
+                        "client_id": flow.client_id,
+                        "card": str(bound.id),
+                        "ip": ip,
+                    },
+                    clock=self.clock,
+                )
+                result = SignedIn(self.redirect_to(flow), opened)
+        if refusal is not None:
+            sign_in_failed("smartcard", account)
+            raise LoginError("invalid_card", refusal)
+        sign_in("smartcard", "success")
+        return result
+
+    def complete(
+        self, db: Session, flow_id: str, binding: str | None, client_id: str
+    ) -> uuid.UUID | None:
+        """The authorization endpoint resumes: the flow, if authenticated, is used up."""
+        try:
+            flow = self.load(db, flow_id, binding)
+        except LoginError:
+            return None
+        if flow.client_id != client_id or flow.authenticated_at is None:
+            return None
+        flow.completed_at = self.clock.now()
+        return flow.account_id

@@ -1,0 +1,668 @@
+"""Authlib's authorization server, wired to authsvc's storage, tokens and levels.
+
+Authlib validates the protocol: client authentication (``client_secret_basic``,
+``client_secret_post``, ``private_key_jwt``, ``none``), exact redirect URIs, PKCE (S256 only,
+required of every client), scopes, the grants' rules, revocation (RFC 7009), introspection
+(RFC 7662) and ``iss`` in authorization responses (RFC 9207). authsvc provides the hooks below.
+
+Every request to an endpoint runs in one database transaction (``g.oidc_db``, opened by the
+view): a code exchange marks the code used, creates the token family and registers the tokens
+together, or not at all; a replayed code or refresh token revokes what it had issued, and that
+revocation is committed even though the request itself fails with ``invalid_grant``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, OpenIDToken
+from authlib.oidc.core.grants.util import validate_nonce
+from flask import Flask, g
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..accounts.models import Account, AccountStatus
+from ..audit import service as audit
+from ..audit.tags import EventTag
+from ..directory.models import Professional
+from ..metrics import tokens_issued
+from ..security.secrets import Purpose
+from ..sessions.models import ProviderSession
+from ..sessions.service import acr_of
+from .claims import subject, user_claims
+from .clients import AUTH_METHODS, ClientView
+from .models import AuthorizationCode, Client, RefreshToken, TokenFamily, UsedAssertion
+from .tokens import ACCESS_TOKEN_LIFETIME, CODE_LIFETIME, ID_TOKEN_LIFETIME, Tokens
+
+if TYPE_CHECKING:
+    from ..app import Services
+
+log = logging.getLogger("authsvc.oidc")
+
+
+def db() -> Session:
+    """The transaction of the current endpoint request."""
+    return g.oidc_db  # type: ignore[no-any-return]
+
+
+@dataclass
+class Grantee:
+    """The person behind a grant, as the session that authenticated them says."""
+
+    account: Account
+    professional: Professional
+    session_id: str
+    acr: str
+    amr: list[str]
+    auth_time: datetime
+    session_expires_at: datetime
+    family_id: uuid.UUID | None = None
+
+    def get_user_id(self) -> str:
+        return str(self.account.id)
+
+
+@dataclass
+class CodeView:
+    """An authorization code as Authlib sees it (AuthorizationCodeMixin)."""
+
+    row: AuthorizationCode
+
+    @property
+    def code_challenge(self) -> str:
+        return self.row.code_challenge
+
+    @property
+    def code_challenge_method(self) -> str:
+        return self.row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_nonce(self) -> str | None:
+        return self.row.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.row.auth_time.timestamp())
+
+    def get_acr(self) -> str:
+        return self.row.acr
+
+    def get_amr(self) -> list[str]:
+        return list(self.row.amr)
+
+
+@dataclass
+class TokenRecord:
+    """A refresh or access token as the revocation and introspection endpoints see it."""
+
+    kind: str  # "refresh_token" or "access_token"
+    client_id: str
+    family: TokenFamily
+    expires_at: datetime
+    revoked: bool
+    scope: str
+    claims: dict[str, Any]
+    refresh: RefreshToken | None = None
+    now: datetime | None = None
+
+    def check_client(self, client: ClientView) -> bool:
+        return self.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return self.now is not None and self.now >= self.expires_at
+
+    def is_revoked(self) -> bool:
+        return self.revoked or self.family.revoked_at is not None
+
+
+class Provider:
+    """The authorization server of one application, with its hooks."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.issuer = services.settings.issuer
+        self.tokens: Tokens = services.tokens
+        self.server = AuthorizationServer()
+
+    def init_app(self, app: Flask) -> None:
+        server = self.server
+        server.init_app(app, query_client=self.query_client, save_token=self.save_token)
+        server.register_token_generator("default", self.generate_token)
+        server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(self))
+        provider = self
+
+        class IssuerParam(IssuerParameter):  # type: ignore[misc]
+            def get_issuer(self) -> str:
+                return provider.issuer
+
+        server.register_extension(IssuerParam())
+        server.register_grant(
+            make_code_grant(self), [IdTokens(self, on_code=True), S256Required(required=True)]
+        )
+        server.register_grant(make_refresh_grant(self), [IdTokens(self, on_code=False)])
+        server.register_grant(make_client_credentials_grant(self))
+        server.register_endpoint(make_revocation_endpoint(self))
+        server.register_endpoint(make_introspection_endpoint(self))
+        from .logout import make_end_session_endpoint
+
+        server.register_endpoint(make_end_session_endpoint(self))
+        from .discovery import metadata
+
+        body = json.dumps(metadata(self.issuer), separators=(",", ":")).encode()
+        self.discovery_json = body
+        self.discovery_etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+    # --- clients ---
+
+    def query_client(self, client_id: str) -> ClientView | None:
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        row = db().get(Client, client_id)
+        if row is None or row.disabled_at is not None:
+            return None
+        return ClientView.of(row, self.services.hasher)
+
+    # --- tokens ---
+
+    def generate_token(
+        self,
+        grant_type: str,
+        client: ClientView,
+        user: Grantee | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        session = db()
+        scope = scope or ""
+        if user is None:  # client_credentials: the service in its own name
+            family = self.tokens.new_family(
+                session, client_id=client.client_id, account_id=None, session_id=None, scope=scope
+            )
+            access = self.tokens.access_token(
+                session,
+                family=family,
+                client_id=client.client_id,
+                sub=client.client_id,
+                scope=scope,
+                acr=None,
+                auth_time=None,
+            )
+            return {
+                "token_type": "Bearer",
+                "access_token": access.token,
+                "expires_in": access.expires_in,
+                "scope": scope,
+            }
+        if user.family_id is None:
+            family = self.tokens.new_family(
+                session,
+                client_id=client.client_id,
+                account_id=user.account.id,
+                session_id=user.session_id,
+                scope=scope,
+            )
+            user.family_id = family.id
+        else:
+            family = session.get_one(TokenFamily, user.family_id)
+        sub = subject(user.account, client.client_id, client.subject_type, self.services.hasher)
+        access = self.tokens.access_token(
+            session,
+            family=family,
+            client_id=client.client_id,
+            sub=sub,
+            scope=scope,
+            acr=user.acr,
+            auth_time=user.auth_time,
+            sid=user.session_id,
+        )
+        token: dict[str, Any] = {
+            "token_type": "Bearer",
+            "access_token": access.token,
+            "expires_in": access.expires_in,
+            "scope": scope,
+        }
+        if include_refresh_token and client.check_grant_type("refresh_token"):
+            token["refresh_token"] = self.tokens.refresh_token(
+                session, family=family, session_expires_at=user.session_expires_at
+            )
+        return token
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Tokens are registered as they are made (generate_token); here the code learns which
+        family its exchange created, so that a replay of the code can revoke it."""
+        code = getattr(request, "authorization_code", None)
+        user = getattr(request, "user", None)
+        if isinstance(code, CodeView) and isinstance(user, Grantee):
+            code.row.family_id = user.family_id
+        client = request.client
+        audit.record(
+            db(),
+            EventTag.TOKENS_ISSUED,
+            actor=f"client:{client.client_id}",
+            subject=f"account:{user.account.id}" if isinstance(user, Grantee) else None,
+            data={
+                "grant_type": request.payload.grant_type,
+                "scope": token.get("scope"),
+                "family": str(user.family_id) if isinstance(user, Grantee) else None,
+                "acr": user.acr if isinstance(user, Grantee) else None,
+            },
+            clock=self.services.clock,
+        )
+        tokens_issued(request.payload.grant_type)
+
+    def grantee(
+        self, session: Session, account_id: uuid.UUID, session_id: str | None
+    ) -> Grantee | None:
+        """The person and their live session, or None (the grant is refused)."""
+        account = session.get(Account, account_id)
+        if account is None or account.status != AccountStatus.ACTIVE or session_id is None:
+            return None
+        live = session.get(ProviderSession, session_id)
+        now = self.services.clock.now()
+        if live is None or live.ended_at is not None or now >= live.expires_at:
+            return None
+        professional = session.get_one(Professional, account.professional_id)
+        return Grantee(
+            account=account,
+            professional=professional,
+            session_id=live.id,
+            acr=acr_of(live, now),
+            amr=list(live.amr),
+            auth_time=live.auth_time,
+            session_expires_at=live.expires_at,
+        )
+
+
+class S256Required(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only (RFC 9700 §2.1.1), required of every client, public or not.
+
+    Authlib's extension requires PKCE of public clients at the token endpoint only; here the
+    authorization request itself must carry ``code_challenge`` and ``code_challenge_method=S256``
+    (absent, the method would mean ``plain``: RFC 7636 §4.3).
+    """
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 - Authlib's own attribute
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError(
+                "PKCE is required: send code_challenge with code_challenge_method=S256.",
+                redirect_uri=redirect_uri,
+            )
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError(
+                "Only code_challenge_method=S256 is supported.", redirect_uri=redirect_uri
+            )
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class IdTokens(OpenIDCode):  # type: ignore[misc]
+    """ID tokens, signed with the client's algorithm by authsvc's key store.
+
+    Unlike Authlib's OpenIDCode, it leaves ``prompt``, ``max_age`` and the levels to the
+    authorization view (authsvc/oidc/views.py), which knows the session.
+    """
+
+    def __init__(self, provider: Provider, *, on_code: bool) -> None:
+        super().__init__(require_nonce=False)
+        self.provider = provider
+        self.on_code = on_code
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        return False  # a nonce is the client's to check against its own session
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
+        if self.on_code:
+            grant.register_hook(
+                "after_validate_authorization_request_payload",
+                lambda g_, redirect_uri: validate_nonce(g_.request, self.exists_nonce, False),
+            )
+
+    def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
+        client: ClientView = request.client
+        user: Grantee = request.user
+        now = int(self.provider.services.clock.now().timestamp())
+        claims: dict[str, Any] = {
+            "iss": self.provider.issuer,
+            "sub": subject(
+                user.account, client.client_id, client.subject_type, self.provider.services.hasher
+            ),
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + ID_TOKEN_LIFETIME,
+            "auth_time": int(user.auth_time.timestamp()),
+            "acr": user.acr,
+            "amr": user.amr,
+            "sid": user.session_id,
+        }
+        code = getattr(request, "authorization_code", None)
+        if isinstance(code, CodeView) and code.get_nonce():
+            claims["nonce"] = code.get_nonce()
+        claims.update(user_claims(user.account, user.professional, token.get("scope", "")))
+        alg = client.id_token_signed_response_alg
+        return self.provider.tokens.keys.sign(claims, alg=alg, typ="JWT")
+
+
+def make_code_grant(provider: Provider) -> type:
+    class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+        TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012
+
+        def save_authorization_code(self, code: str, request: Any) -> None:
+            user: Grantee = request.user
+            payload = request.payload
+            now = provider.services.clock.now()
+            db().add(
+                AuthorizationCode(
+                    code_hash=provider.services.hasher.hash(Purpose.AUTHORIZATION_CODE, code),
+                    client_id=request.client.client_id,
+                    account_id=user.account.id,
+                    session_id=user.session_id,
+                    redirect_uri=payload.redirect_uri,
+                    scope=request.client.get_allowed_scope(payload.scope),
+                    nonce=payload.data.get("nonce"),
+                    code_challenge=payload.data["code_challenge"],
+                    code_challenge_method=payload.data.get("code_challenge_method", "S256"),
+                    acr=user.acr,
+                    amr=user.amr,
+                    auth_time=user.auth_time,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=CODE_LIFETIME),
+                )
+            )
+
+        def query_authorization_code(self, code: str, client: ClientView) -> CodeView | None:
+            if not isinstance(code, str) or len(code) > 200:
+                return None
+            session = db()
+            row = session.scalars(
+                select(AuthorizationCode)
+                .where(
+                    AuthorizationCode.code_hash
+                    == provider.services.hasher.hash(Purpose.AUTHORIZATION_CODE, code)
+                )
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.client_id != client.client_id:
+                return None
+            now = provider.services.clock.now()
+            if row.used_at is not None:
+                # RFC 6749 §4.1.2 / RFC 9700: a second use revokes what the first issued
+                if row.family_id is not None:
+                    provider.tokens.revoke_family(
+                        session, row.family_id, "authorization code replayed"
+                    )
+                audit.record(
+                    session,
+                    EventTag.CODE_REPLAYED,
+                    actor=f"client:{client.client_id}",
+                    subject=f"account:{row.account_id}",
+                    data={"family": str(row.family_id) if row.family_id else None},
+                    clock=provider.services.clock,
+                )
+                log.warning("authorization code replayed by client %s", client.client_id)
+                return None
+            row.used_at = now  # burned, whatever happens next in this exchange
+            if now >= row.expires_at:
+                return None
+            return CodeView(row)
+
+        def delete_authorization_code(self, authorization_code: CodeView) -> None:
+            pass  # kept (used) until purged, so that a replay is recognised
+
+        def authenticate_user(self, authorization_code: CodeView) -> Grantee | None:
+            row = authorization_code.row
+            grantee = provider.grantee(db(), row.account_id, row.session_id)
+            if grantee is None:
+                return None
+            # the levels of the code: what the session was when the code was issued
+            grantee.acr, grantee.amr, grantee.auth_time = row.acr, list(row.amr), row.auth_time
+            return grantee
+
+    return CodeGrant
+
+
+def make_refresh_grant(provider: Provider) -> type:
+    class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+        TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012
+        INCLUDE_NEW_REFRESH_TOKEN = True
+
+        def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
+            session = db()
+            row = provider.tokens.find_refresh(session, refresh_token, lock=True)
+            if row is None:
+                return None
+            family = session.get_one(TokenFamily, row.family_id)
+            now = provider.services.clock.now()
+            if row.used_at is not None:
+                # reuse: whoever holds the newer token, the family is compromised
+                if provider.tokens.revoke_family(session, family.id, "refresh token reused"):
+                    audit.record(
+                        session,
+                        EventTag.REFRESH_REUSED,
+                        actor=f"client:{family.client_id}",
+                        subject=f"account:{family.account_id}",
+                        data={"family": str(family.id)},
+                        clock=provider.services.clock,
+                    )
+                    log.warning("refresh token reused: family %s revoked", family.id)
+                return None
+            if family.revoked_at is not None or now >= row.expires_at:
+                return None
+            return TokenRecord(
+                kind="refresh_token",
+                client_id=family.client_id,
+                family=family,
+                expires_at=row.expires_at,
+                revoked=False,
+                scope=family.scope,
+                claims={},
+                refresh=row,
+                now=now,
+            )
+
+        def authenticate_user(self, refresh_token: TokenRecord) -> Grantee | None:
+            family = refresh_token.family
+            if family.account_id is None:
+                return None
+            grantee = provider.grantee(db(), family.account_id, family.session_id)
+            if grantee is not None:
+                grantee.family_id = family.id
+            return grantee
+
+        def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
+            assert refresh_token.refresh is not None
+            refresh_token.refresh.used_at = provider.services.clock.now()
+
+    return RefreshGrant
+
+
+def make_client_credentials_grant(provider: Provider) -> type:
+    class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+        TOKEN_ENDPOINT_AUTH_METHODS = [  # noqa: RUF012 - Authlib's own attribute
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ]
+
+    return ClientCredentialsGrant
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    """``private_key_jwt`` (OIDC Core §9, RFC 7523): single-use assertions, audience checked."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self.provider = provider
+
+    def get_audiences(self) -> list[str]:
+        issuer = self.provider.issuer
+        return [issuer, f"{issuer}/token"]
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        if not isinstance(jti, str) or len(jti) > 200:
+            return False
+        session = db()
+        exp = claims.get("exp")
+        now = self.provider.services.clock.now()
+        expires = (
+            datetime.fromtimestamp(exp, tz=now.tzinfo)
+            if isinstance(exp, int)
+            else now + timedelta(minutes=10)
+        )
+        try:
+            with session.begin_nested():
+                session.add(
+                    UsedAssertion(client_id=str(claims["sub"]), jti=jti, expires_at=expires)
+                )
+        except IntegrityError:
+            log.warning("client assertion replayed (client %s)", claims.get("sub"))
+            return False
+        return True
+
+    def resolve_client_public_key(self, client: ClientView) -> Any:
+        return client.key_set()
+
+
+def _query_token(provider: Provider, token: str, hint: str | None) -> TokenRecord | None:
+    session = db()
+    now = provider.services.clock.now()
+    if not isinstance(token, str):
+        return None
+    if hint != "access_token":
+        row = provider.tokens.find_refresh(session, token)
+        if row is not None:
+            family = session.get_one(TokenFamily, row.family_id)
+            return TokenRecord(
+                kind="refresh_token",
+                client_id=family.client_id,
+                family=family,
+                expires_at=row.expires_at,
+                revoked=row.used_at is not None,
+                scope=family.scope,
+                claims={},
+                refresh=row,
+                now=now,
+            )
+    claims = provider.tokens.decode_access(token)
+    if claims is None:
+        return None
+    from .models import AccessToken
+
+    row_at = session.get(AccessToken, claims["jti"])
+    if row_at is None:
+        return None
+    family = session.get_one(TokenFamily, row_at.family_id)
+    return TokenRecord(
+        kind="access_token",
+        client_id=family.client_id,
+        family=family,
+        expires_at=row_at.expires_at,
+        revoked=row_at.revoked_at is not None,
+        scope=str(claims.get("scope", "")),
+        claims=claims,
+        now=now,
+    )
+
+
+def make_revocation_endpoint(provider: Provider) -> type:
+    class Revocation(RevocationEndpoint):  # type: ignore[misc]
+        CLIENT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012
+
+        def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+            return _query_token(provider, token_string, token_type_hint)
+
+        def revoke_token(self, token: TokenRecord, request: Any) -> None:
+            session = db()
+            if token.kind == "refresh_token":
+                provider.tokens.revoke_family(session, token.family.id, "refresh token revoked")
+            else:
+                provider.tokens.revoke_access(session, token.claims["jti"])
+            audit.record(
+                session,
+                EventTag.TOKEN_REVOKED,
+                actor=f"client:{token.client_id}",
+                subject=f"account:{token.family.account_id}" if token.family.account_id else None,
+                data={"kind": token.kind, "family": str(token.family.id)},
+                clock=provider.services.clock,
+            )
+
+    return Revocation
+
+
+def make_introspection_endpoint(provider: Provider) -> type:
+    class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+        CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]  # noqa: RUF012
+
+        def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+            return _query_token(provider, token_string, token_type_hint)
+
+        def check_permission(self, token: TokenRecord, client: ClientView, request: Any) -> bool:
+            # resource servers are confidential clients; any of them may introspect
+            return not client.is_public
+
+        def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
+            claims = token.claims
+            body: dict[str, Any] = {
+                "active": True,
+                "iss": provider.issuer,
+                "client_id": token.client_id,
+                "scope": token.scope,
+                "token_type": "Bearer" if token.kind == "access_token" else "refresh_token",
+                "exp": int(token.expires_at.timestamp()),
+            }
+            if token.kind == "access_token":
+                for name in ("sub", "iat", "acr", "auth_time", "jti", "aud", "sid"):
+                    if name in claims:
+                        body[name] = claims[name]
+            else:
+                session = db()
+                family = token.family
+                if family.account_id is not None:
+                    grantee = provider.grantee(session, family.account_id, family.session_id)
+                    if grantee is None:
+                        return {"active": False}
+                    client = provider.query_client(family.client_id)
+                    if client is not None:
+                        body["sub"] = subject(
+                            grantee.account,
+                            client.client_id,
+                            client.subject_type,
+                            provider.services.hasher,
+                        )
+                    body["acr"] = grantee.acr
+                    body["auth_time"] = int(grantee.auth_time.timestamp())
+            return body
+
+    return Introspection
+
+
+__all__ = ["ACCESS_TOKEN_LIFETIME", "Grantee", "OpenIDToken", "Provider"]

@@ -1,0 +1,343 @@
+"""The OpenID Connect endpoints (INTERFACE §3).
+
+The authorization endpoint decides, with named checks, whether the browser's session is enough
+for this request (node-oidc-provider's "interaction policy" idea): ``no_session``,
+``prompt_login``, ``max_age``, ``login_hint``, ``acr``. When one fails the browser is sent to the
+sign-in page — or, with ``prompt=none``, the client gets ``login_required`` /
+``interaction_required``. The sign-in page sends the browser back here with ``login_flow``, which
+tells the checks that the person has just authenticated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from flask import Blueprint, Response, g, redirect, render_template, request
+from markupsafe import Markup
+
+from ..web import services
+from ..web.i18n import LANGUAGES, NAMES, gettext, negotiate
+from .claims import ACR_HIGH, ACR_LOW, user_claims
+from .clients import ClientView
+
+bp = Blueprint("oidc", __name__)
+
+LOGIN_COOKIE = "authsvc_login"
+SESSION_COOKIE = "authsvc_session"
+DISCOVERY_MAX_AGE = 3600
+
+
+# --- discovery and keys --------------------------------------------------------------------------
+
+
+def cached_json(body: bytes, etag: str, max_age: int) -> Response:
+    if request.if_none_match.contains_weak(etag.strip('"')) or request.if_none_match.contains(
+        etag.strip('"')
+    ):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype="application/json")
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    provider = services().oidc
+    return cached_json(provider.discovery_json, provider.discovery_etag, DISCOVERY_MAX_AGE)
+
+
+@bp.get("/jwks.json")
+def jwks() -> Response:
+    body, etag = services().keys.jwks()
+    return cached_json(body, etag, 300)
+
+
+# --- authorization -------------------------------------------------------------------------------
+
+
+def required_acr(payload: Any, client: ClientView) -> str:
+    """INTERFACE §3 "Levels": a full session when only …/high is asked for, when the ``acr`` claim
+    is essential with …/high, or when the client is registered with ``--require-acr high``."""
+    if client.require_acr == "high":
+        return ACR_HIGH
+    values = (payload.data.get("acr_values") or "").split()
+    if values and set(values) <= {ACR_HIGH}:
+        return ACR_HIGH
+    claims_param = payload.data.get("claims")
+    if claims_param:
+        try:
+            claims = json.loads(claims_param)
+        except ValueError:
+            raise InvalidRequestError("The 'claims' parameter is not JSON.") from None
+        for target in ("id_token", "userinfo"):
+            acr = (claims.get(target) or {}).get("acr") if isinstance(claims, dict) else None
+            if isinstance(acr, dict) and acr.get("essential"):
+                wanted = acr.get("values") or ([acr["value"]] if "value" in acr else [])
+                if wanted and set(wanted) <= {ACR_HIGH}:
+                    return ACR_HIGH
+    return ACR_LOW
+
+
+def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+    params = {"error": error, "error_description": description}
+    if state:
+        params["state"] = state
+    params["iss"] = services().settings.issuer  # RFC 9207, error responses too
+    separator = "&" if "?" in redirect_uri else "?"
+    return redirect(f"{redirect_uri}{separator}{urlencode(params)}")  # type: ignore[return-value]
+
+
+def error_page(error: OAuth2Error, status: int = 400) -> Response:
+    """An error that must not go back to the client (its redirect URI is not known to be its own):
+    a page for the person, never a redirect (RFC 9700 §4.11)."""
+    lang = negotiate(request.accept_languages, request.args.get("ui_locales", "").split(" ")[0])
+    html = render_template(
+        "oidc_error.html",
+        lang=lang,
+        t=lambda key, **values: gettext(lang, key, **values),
+        languages=[(code, NAMES[code]) for code in LANGUAGES],
+        page_data=Markup("{}"),
+        error=error.error,
+        description=error.description or "",
+    )
+    response = Response(html, status=status, mimetype="text/html")
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Response:
+    svc = services()
+    svc.keys.ready()
+    provider = svc.oidc
+    now = svc.clock.now()
+    with svc.db.transaction() as db:
+        g.oidc_db = db
+        try:
+            grant = provider.server.get_consent_grant(end_user=None)
+        except OAuth2Error as exc:
+            if exc.redirect_uri:
+                return error_redirect(
+                    exc.redirect_uri, exc.error, exc.description or exc.error, exc.state
+                )
+            return error_page(exc)
+        payload = grant.request.payload
+        client: ClientView = grant.client
+        redirect_uri = grant.redirect_uri
+        state = payload.state
+        try:
+            level = required_acr(payload, client)
+        except OAuth2Error as exc:
+            return error_redirect(redirect_uri, exc.error, exc.description, state)
+        prompts = (payload.data.get("prompt") or "").split()
+        if "none" in prompts and len(prompts) > 1:
+            return error_redirect(redirect_uri, "invalid_request", "Invalid 'prompt'.", state)
+        hint = (payload.data.get("login_hint") or "").replace(" ", "") or None
+
+        session = svc.sessions.find(db, request.cookies.get(SESSION_COOKIE))
+        just_authenticated = False
+        flow_id = request.args.get("login_flow")
+        if flow_id:
+            account_id = svc.login.complete(
+                db, flow_id, request.cookies.get(LOGIN_COOKIE), client.client_id
+            )
+            just_authenticated = (
+                account_id is not None and session is not None and session.account_id == account_id
+            )
+
+        # the interaction policy: which check, if any, sends the person to the sign-in page
+        failed: str | None = None
+        if session is None:
+            failed = "no_session"
+        elif "login" in prompts and not just_authenticated:
+            failed = "prompt_login"
+        elif (max_age := payload.data.get("max_age")) is not None and not just_authenticated:
+            try:
+                limit = int(max_age)
+            except ValueError:
+                return error_redirect(redirect_uri, "invalid_request", "Invalid 'max_age'.", state)
+            if (now - session.auth_time).total_seconds() > limit:
+                failed = "max_age"
+        if failed is None and session is not None and hint:
+            matricule = svc.accounts.matricule_of(db, session.account_id)
+            if matricule != hint:
+                failed = "login_hint"
+        if failed is None and session is not None and level == ACR_HIGH:
+            from ..sessions.service import acr_of
+
+            if acr_of(session, now) != ACR_HIGH:
+                failed = "acr"
+
+        if failed is not None:
+            if "none" in prompts:
+                error = "interaction_required" if failed == "acr" else "login_required"
+                description = {
+                    "no_session": "The person is not signed in.",
+                    "max_age": "The person signed in too long ago (max_age).",
+                    "login_hint": "Another person is signed in.",
+                    "acr": "This service needs a full session (smartcard).",
+                }.get(failed, "The person must sign in.")
+                return error_redirect(redirect_uri, error, description, state)
+            params = {k: v for k, v in request.args.items() if k != "login_flow"}
+            if request.method == "POST":
+                params = {k: v for k, v in request.form.items() if k != "login_flow"}
+            lang = negotiate(
+                request.accept_languages,
+                (payload.data.get("ui_locales") or "").split(" ")[0] or None,
+            )
+            started = svc.login.start(
+                db,
+                client_id=client.client_id,
+                request=params,
+                required_acr=level,
+                login_hint=hint,
+                lang=lang,
+            )
+            response = redirect(f"/login?flow={started.flow.id}")
+            response.set_cookie(
+                LOGIN_COOKIE,
+                started.binding,
+                max_age=900,
+                httponly=True,
+                secure=svc.settings.is_https,
+                samesite="Lax",
+                path="/",
+            )
+            return response  # type: ignore[return-value]
+
+        assert session is not None
+        grantee = provider.grantee(db, session.account_id, session.id)
+        if grantee is None:
+            return error_redirect(redirect_uri, "login_required", "The session ended.", state)
+        svc.sessions.add_client(db, session, client.client_id)
+        response = provider.server.create_authorization_response(grant=grant, grant_user=grantee)
+        response.headers["Cache-Control"] = "no-store"
+        return response  # type: ignore[no-any-return]
+
+
+# --- token, userinfo, revocation, introspection --------------------------------------------------
+
+
+def _endpoint(run: Any) -> Response:
+    svc = services()
+    svc.keys.ready()
+    with svc.db.transaction() as db:
+        g.oidc_db = db
+        response = run(svc.oidc.server)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response  # type: ignore[no-any-return]
+
+
+@bp.post("/token")
+def token() -> Response:
+    return _endpoint(lambda server: server.create_token_response())
+
+
+@bp.post("/revoke")
+def revoke() -> Response:
+    return _endpoint(lambda server: server.create_endpoint_response("revocation"))
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    return _endpoint(lambda server: server.create_endpoint_response("introspection"))
+
+
+def bearer_error(error: str, description: str, status: int = 401) -> Response:
+    response = Response(
+        json.dumps({"error": error, "error_description": description}),
+        status=status,
+        mimetype="application/json",
+    )
+    response.headers["WWW-Authenticate"] = (
+        f'Bearer error="{error}", error_description="{description}"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Response:
+    svc = services()
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    if (
+        token is None
+        and request.method == "POST"
+        and request.mimetype == "application/x-www-form-urlencoded"
+    ):
+        token = request.form.get("access_token")
+    if not token:
+        response = bearer_error("invalid_request", "An access token is needed.")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    svc.keys.ready()
+    with svc.db.read_transaction() as db:
+        active = svc.tokens.active_access(db, token)
+        if active is None:
+            return bearer_error("invalid_token", "The access token is not valid.")
+        claims, family = active
+        if family.account_id is None or "openid" not in str(claims.get("scope", "")).split():
+            return bearer_error("insufficient_scope", "The token does not carry openid.", 403)
+        found = svc.accounts.with_professional(db, family.account_id)
+        if found is None:
+            return bearer_error("invalid_token", "The account is not active.")
+        account, professional = found
+        body = {"sub": claims["sub"], **user_claims(account, professional, str(claims["scope"]))}
+    response = Response(json.dumps(body), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- logout --------------------------------------------------------------------------------------
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    """RP-initiated logout. With a valid ``id_token_hint`` and a registered
+    ``post_logout_redirect_uri`` it ends the session and redirects without asking; otherwise the
+    person confirms (a logout request alone could be forged by any page)."""
+    svc = services()
+    svc.keys.ready()
+    lang = negotiate(
+        request.accept_languages, (request.values.get("ui_locales") or "").split(" ")[0] or None
+    )
+    with svc.db.transaction() as db:
+        g.oidc_db = db
+        try:
+            validated = svc.oidc.server.validate_endpoint_request("end_session")
+        except OAuth2Error as exc:
+            return error_page(exc)
+        confirmed = request.method == "POST" and svc.logout_csrf_ok(
+            request.form.get("csrf_token"), request.cookies.get(SESSION_COOKIE)
+        )
+        if validated.needs_confirmation and not confirmed:
+            from ..web.pages import render_page
+
+            html = render_page(
+                "logout_confirm.html",
+                lang,
+                csrf_token=svc.logout_csrf(request.cookies.get(SESSION_COOKIE)),
+                client_name=validated.client.name if validated.client is not None else None,
+                hidden={
+                    k: v
+                    for k, v in request.values.items()
+                    if k in ("client_id", "post_logout_redirect_uri", "state", "ui_locales")
+                },
+            )
+            return Response(html, mimetype="text/html")
+        response = svc.oidc.server.create_endpoint_response("end_session", validated)
+    if response is None:
+        from ..web.pages import render_page
+
+        response = Response(render_page("logged_out.html", lang), mimetype="text/html")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.headers["Cache-Control"] = "no-store"
+    return response  # type: ignore[no-any-return]

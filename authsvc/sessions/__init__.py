@@ -1,0 +1,1 @@
+"""Provider sessions: one per browser, shared by every relying service it signs in to (SSO)."""

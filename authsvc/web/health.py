@@ -1,0 +1,58 @@
+"""``/healthz``: is this instance able to serve? (database reachable, schema at head or newer)
+
+During a rolling upgrade (docs/deployment.md) the new release's ``authsvc db upgrade`` runs first:
+its migrations only add (expand), so the instances of the release before keep serving on the
+newer schema. A schema revision this version does not know is therefore one of a newer release,
+and the instance stays healthy on it; a schema older than this version needs is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from alembic.script import ScriptDirectory
+from flask import Blueprint, Response, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import migrate
+from . import services
+
+log = logging.getLogger("authsvc.health")
+bp = Blueprint("health", __name__)
+
+
+@cache
+def _head() -> str | None:
+    return migrate.head_revision()
+
+
+@cache
+def _known() -> frozenset[str]:
+    """Every revision this version ships."""
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    engine = services().db.engine
+    try:
+        current = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        log.warning("healthz: database unreachable: %s", exc.__class__.__name__)
+        return jsonify(status="unavailable", database="unreachable"), 503
+    if current is not None and current != _head() and current not in _known():
+        # a newer release migrated the database (expand first): this one keeps serving
+        return jsonify(status="ok", database="ok", schema=current, expected=_head()), 200
+    if current != _head():
+        return (
+            jsonify(
+                status="unavailable",
+                database="schema not up to date: run `authsvc db upgrade`",
+                schema=current,
+                expected=_head(),
+            ),
+            503,
+        )
+    return jsonify(status="ok", database="ok", schema=current), 200

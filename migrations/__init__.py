@@ -1,0 +1,1 @@
+"""Alembic environment of authsvc, shipped in the wheel as ``authsvc.migrations``."""
