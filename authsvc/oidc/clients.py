@@ -28,6 +28,13 @@ BASE_SCOPES = ("openid", "profile", "email", "professional")
 #: the scopes a client may be granted beyond those
 EXTRA_SCOPES = ("matricule", "helpdesk")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+#: what a ``private_key_jwt`` client may sign its assertions with (asymmetric only: a shared-secret
+#: HS256 assertion would make the registered "public" key a secret kept in clear). ``EdDSA`` is
+#: RFC 8037's name for Ed25519, deprecated by RFC 9864 but still what most clients send.
+ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "Ed25519", "EdDSA")
+#: key types those algorithms use, and the members that only a private key has
+_PUBLIC_KEY_TYPES = ("EC", "RSA", "OKP")
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 
 
@@ -186,8 +193,7 @@ def register(
             KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except Exception as exc:
             raise InvalidInput(f"the client's JWK Set cannot be read: {exc}") from None
-        if any("d" in key for key in jwks["keys"]):
-            raise InvalidInput("the client's JWK Set holds a private key: give only public keys")
+        _check_public_keys(jwks["keys"])
     unknown = [s for s in scopes if s not in EXTRA_SCOPES and s not in BASE_SCOPES]
     if unknown:
         raise InvalidInput(f"unknown scope(s): {', '.join(unknown)}")
@@ -243,3 +249,16 @@ def register(
         clock=clock,
     )
     return Registration(client_id, secret)
+
+
+def _check_public_keys(keys: list[Any]) -> None:
+    """A ``private_key_jwt`` client registers public keys: EC, RSA or OKP, never a private key or a
+    shared secret (``kty`` ``oct``)."""
+    for key in keys:
+        if not isinstance(key, dict) or key.get("kty") not in _PUBLIC_KEY_TYPES:
+            raise InvalidInput(
+                "private_key_jwt needs public keys of type EC, RSA or OKP (a shared secret, "
+                "kty oct, is not a key pair)"
+            )
+        if any(member in key for member in _PRIVATE_MEMBERS):
+            raise InvalidInput("the client's JWK Set holds a private key: give only public keys")

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..web.i18n import LANGUAGES
 from .claims import ACR_VALUES, CLAIMS_SUPPORTED
-from .clients import AUTH_METHODS, BASE_SCOPES, EXTRA_SCOPES
+from .clients import ASSERTION_ALGORITHMS, AUTH_METHODS, BASE_SCOPES, EXTRA_SCOPES
 
 
 def metadata(issuer: str) -> dict[str, Any]:
@@ -27,13 +27,15 @@ def metadata(issuer: str) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "userinfo_signing_alg_values_supported": ["none"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "introspection_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
             "private_key_jwt",
         ],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": [*BASE_SCOPES, *EXTRA_SCOPES],
         "claims_supported": list(CLAIMS_SUPPORTED),
         "claims_parameter_supported": True,

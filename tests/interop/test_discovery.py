@@ -50,16 +50,6 @@ def test_discovery_is_accepted_and_advertises_what_the_interface_promises(
     assert {"sub", "acr", "amr", "auth_time", "sid", "nonce"} <= set(meta["claims_supported"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "PROVIDER DEFECT: metadata() (authsvc/oidc/discovery.py) lists private_key_jwt in "
-        "revocation_endpoint_auth_methods_supported and introspection_endpoint_auth_methods_"
-        "supported but gives no revocation_endpoint_auth_signing_alg_values_supported / "
-        "introspection_endpoint_auth_signing_alg_values_supported, which RFC 8414 §2 says MUST "
-        "be present then"
-    ),
-)
 def test_discovery_gives_the_assertion_algorithms_of_every_endpoint_that_takes_them(
     rps: Rps,
 ) -> None:
@@ -91,24 +81,12 @@ def test_client_credentials(rps: Rps, driver: Driver) -> None:
     assert info["client_id"] == api.client_id
 
 
-#: discovery advertises PS256 and EdDSA for client assertions, and the token endpoint refuses them
-ADVERTISED_BUT_REFUSED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "PROVIDER DEFECT: discovery advertises token_endpoint_auth_signing_alg_values_supported "
-        "[ES256, RS256, PS256, EdDSA], but PrivateKeyJwt (authsvc/oidc/server.py) verifies "
-        "assertions with joserfc's default algorithms (HS256, RS256, ES256 only): the token "
-        "endpoint answers invalid_client \"Algorithm of 'PS256' / 'EdDSA' is not recommended\""
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "alg",
     [
         "RS256",
-        pytest.param("PS256", marks=ADVERTISED_BUT_REFUSED),
-        pytest.param("EdDSA", marks=ADVERTISED_BUT_REFUSED),
+        "PS256",
+        "EdDSA",
     ],
 )
 def test_private_key_jwt_with_each_advertised_algorithm(  # type: ignore[no-untyped-def]
@@ -126,16 +104,6 @@ def test_private_key_jwt_with_each_advertised_algorithm(  # type: ignore[no-unty
     assert driver("introspect", name=rp.name, token=tokens["access_token"]) == {"active": False}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "PROVIDER DEFECT: a private_key_jwt client registered with a symmetric JWK (kty oct) is "
-        "accepted by `authsvc clients create` (register() in authsvc/oidc/clients.py only "
-        "refuses keys with 'd'), its key kept in clear in clients.jwks, and the token endpoint "
-        "then accepts HS256 client assertions made with it (joserfc's default algorithms "
-        "include HS256): a shared secret that is neither hashed nor a private key"
-    ),
-)
 def test_private_key_jwt_refuses_a_shared_secret(  # type: ignore[no-untyped-def]
     rps: Rps, driver: Driver, browser, anne, tmp_path
 ) -> None:

@@ -277,18 +277,6 @@ def test_pairwise_subject(
         assert verified["claims"]["sid"] == first.id_claims["sid"]
 
 
-WRONG_HINT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "PROVIDER DEFECT: with token_type_hint=access_token, _query_token (authsvc/oidc/server.py) "
-        "never looks for a refresh token, so revocation answers 200 and revokes nothing, and "
-        "introspection answers active=false for a live refresh token; RFC 7009 §2.1 and RFC 7662 "
-        "§2.1: a server that cannot find the token with the hint MUST search all token types"
-    ),
-)
-
-
-@WRONG_HINT
 def test_revoking_a_refresh_token_with_a_wrong_hint(
     rps: Rps, driver: Driver, browser: Callable[[], Browser], anne: Person
 ) -> None:
@@ -301,7 +289,6 @@ def test_revoking_a_refresh_token_with_a_wrong_hint(
     assert error.get("error") == "invalid_grant", error
 
 
-@WRONG_HINT
 def test_introspecting_a_refresh_token_with_a_wrong_hint(
     rps: Rps, driver: Driver, browser: Callable[[], Browser], anne: Person
 ) -> None:

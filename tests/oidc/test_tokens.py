@@ -8,10 +8,13 @@ import json
 import secrets
 import time
 
+import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OctKey
 
+from authsvc.errors import InvalidInput
 from authsvc.oidc.claims import ACR_HIGH, ACR_LOW
+from authsvc.oidc.models import Client
 
 from .conftest import basic, callback, claims_of, full_sign_in, header_of, pkce
 
@@ -378,6 +381,48 @@ def test_private_key_jwt(browser, anne, new_client, tokens) -> None:  # type: ig
         },
     )
     assert fresh.status_code == 200, fresh.json
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"kty": "oct", "k": "c2hhcmVkLXNlY3JldC1vZi10aGlydHktdHdvLWJ5dGVzLi4u", "kid": "s"},
+        ECKey.generate_key("P-256", private=True).as_dict(private=True),
+    ],
+    ids=["shared secret", "private key"],
+)
+def test_private_key_jwt_registers_public_keys_only(new_client, key) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput):
+        new_client(name="Weak RP", auth_method="private_key_jwt", jwks={"keys": [key]})
+
+
+def test_a_shared_secret_never_signs_a_client_assertion(new_client, tokens, services) -> None:  # type: ignore[no-untyped-def]
+    """Even a symmetric key that reached the database (as registration refuses it now) does not
+    authenticate an HS256 assertion: private_key_jwt verifies with asymmetric algorithms only."""
+    client, _ = private_key_jwt_client(new_client)
+    secret = OctKey.generate_key(256, parameters={"kid": "rp-1"})
+    with services.db.transaction() as db:
+        db.get_one(Client, client.client_id).jwks = {"keys": [secret.as_dict(private=True)]}
+    now = int(time.time())
+    claims = {
+        "iss": client.client_id,
+        "sub": client.client_id,
+        "aud": f"{ISSUER}/token",
+        "exp": now + 60,
+        "jti": secrets.token_hex(8),
+    }
+    response = tokens.client.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": jwt.encode({"alg": "HS256", "kid": "rp-1"}, claims, secret),
+        },
+    )
+    # 400, not 401: the client did not authenticate with the Authorization header (RFC 6749 §5.2)
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_client"
+    assert "HS256" in response.json["error_description"]
 
 
 def test_alg_none_is_never_accepted(new_client, tokens) -> None:  # type: ignore[no-untyped-def]
