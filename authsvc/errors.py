@@ -30,6 +30,25 @@ class AuthsvcError(Exception):
         return {"error": self.code, "error_description": self.description}
 
 
+class FlowError(AuthsvcError):
+    """An answer of a flows API (activation, sign-in, account; INTERFACE §4): the ``error`` code,
+    its sentence and HTTP status, the policy's ``reason`` for a refused password, and the seconds
+    to wait (``Retry-After``) with a 429."""
+
+    def __init__(
+        self,
+        code: str,
+        description: str,
+        *,
+        status: int = 400,
+        reason: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(description, code=code, status=status)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ConfigError(AuthsvcError):
     """A setting is invalid; the message names the variable."""
 

@@ -39,7 +39,7 @@ from ..accounts.models import Account, AccountStatus
 from ..audit import service as audit
 from ..audit.tags import EventTag
 from ..directory.models import Professional
-from ..errors import AuthsvcError
+from ..errors import FlowError
 from ..oidc.claims import ACR_HIGH
 from ..oidc.models import Client
 from ..outbox.service import enqueue
@@ -65,22 +65,9 @@ CHANGED_REASON = "password changed"
 LOCKED_REASON = "account locked"
 
 
-class AccountError(AuthsvcError):
+class AccountError(FlowError):
     """An answer of the account API: ``error``, ``error_description``, an HTTP status, and for a
     weak password the policy's ``reason``; ``retry_after`` with a 429."""
-
-    def __init__(
-        self,
-        code: str,
-        description: str,
-        *,
-        status: int = 400,
-        reason: str | None = None,
-        retry_after: int | None = None,
-    ) -> None:
-        super().__init__(description, code=code, status=status)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 def not_signed_in() -> AccountError:

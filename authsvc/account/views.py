@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request
 from ..errors import InvalidInput
 from ..oidc.claims import ACR_HIGH
 from ..web import services
-from ..web.api import json_object, respond, string
+from ..web.api import flow_error, json_object, respond, string
 from ..web.i18n import negotiate
 from ..web.pages import page_language, render_page
 from .service import AccountError, AccountService, Overview, SessionInfo
@@ -46,15 +46,7 @@ def level(acr: str) -> str:
     return "full" if acr == ACR_HIGH else "limited"
 
 
-@api.errorhandler(AccountError)
-def _account_error(exc: AccountError) -> Response:
-    body: dict[str, Any] = {"error": exc.code, "error_description": exc.description}
-    if exc.reason:
-        body["reason"] = exc.reason
-    response = respond(body, exc.status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+api.register_error_handler(AccountError, flow_error)
 
 
 def text_field(data: dict[str, Any], name: str, *, optional: bool = False) -> str | None:

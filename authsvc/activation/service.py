@@ -32,7 +32,7 @@ from ..cards.models import Card, CardStatus
 from ..clock import Clock
 from ..db import Database
 from ..directory.models import Professional
-from ..errors import AuthsvcError
+from ..errors import AuthsvcError, FlowError
 from ..mail import messages
 from ..outbox.service import Sealer, enqueue
 from ..pki.certificates import ValidatedCertificate
@@ -55,21 +55,8 @@ EMAIL_RESEND_INTERVAL = timedelta(seconds=30)
 EMAIL_MAX_SENDS = 5
 
 
-class ActivationError(AuthsvcError):
+class ActivationError(FlowError):
     """An error of the activation API (INTERFACE §4): ``error`` code, HTTP status, description."""
-
-    def __init__(
-        self,
-        code: str,
-        description: str,
-        *,
-        status: int = 400,
-        retry_after: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(description, code=code, status=status)
-        self.retry_after = retry_after
-        self.reason = reason
 
 
 def invalid_activation() -> ActivationError:

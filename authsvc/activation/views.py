@@ -12,7 +12,7 @@ from flask import Blueprint, Response, redirect, request, url_for
 
 from ..pki.challenges import Challenge
 from ..web import services
-from ..web.api import json_object, obj, respond, string
+from ..web.api import flow_error, json_object, obj, respond, string
 from ..web.i18n import negotiate
 from ..web.pages import page_language, render_page
 from .flows import ActivationFlow
@@ -47,15 +47,7 @@ def binding() -> str | None:
     return request.cookies.get(COOKIE)
 
 
-@api.errorhandler(ActivationError)
-def _activation_error(exc: ActivationError) -> Response:
-    body: dict[str, Any] = {"error": exc.code, "error_description": exc.description}
-    if exc.reason:
-        body["reason"] = exc.reason
-    response = respond(body, exc.status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+api.register_error_handler(ActivationError, flow_error)
 
 
 @api.post("")

@@ -33,7 +33,7 @@ from ..audit import service as audit
 from ..audit.tags import EventTag
 from ..cards.models import Card, CardStatus
 from ..directory.models import Professional
-from ..errors import AuthsvcError
+from ..errors import FlowError
 from ..metrics import sign_in, sign_in_failed
 from ..oidc.claims import ACR_HIGH, AMR_CARD, AMR_PASSWORD
 from ..pki.challenges import Challenge, issue_challenge
@@ -57,12 +57,8 @@ FREE_TRIES = 3
 MAX_BACKOFF = 3600
 
 
-class LoginError(AuthsvcError):
-    def __init__(
-        self, code: str, description: str, *, status: int = 400, retry_after: int | None = None
-    ) -> None:
-        super().__init__(description, code=code, status=status)
-        self.retry_after = retry_after
+class LoginError(FlowError):
+    """An error of the login API (INTERFACE §4)."""
 
 
 def invalid_credentials() -> LoginError:

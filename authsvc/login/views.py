@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from ..web import services
-from ..web.api import json_object, obj, respond, string
+from ..web.api import flow_error, json_object, obj, respond, string
 from ..web.pages import page_language, render_page
 from .service import LoginError, SignedIn
 
@@ -22,12 +22,7 @@ def binding() -> str | None:
     return request.cookies.get(LOGIN_COOKIE)
 
 
-@api.errorhandler(LoginError)
-def _login_error(exc: LoginError) -> Response:
-    response = respond({"error": exc.code, "error_description": exc.description}, exc.status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+api.register_error_handler(LoginError, flow_error)
 
 
 def flow_json(flow_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from ..errors import InvalidInput
+from ..errors import FlowError, InvalidInput
 
 MAX_STRING = 4096
 #: how deep arrays and objects may nest in a request body; the API's deepest is 2 (auth_token)
@@ -94,4 +94,16 @@ def respond(payload: Mapping[str, Any], status: int = 200) -> Response:
     response = jsonify(payload)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def flow_error(exc: FlowError) -> Response:
+    """The JSON answer of a flows API's error: ``error``, ``error_description``, ``reason`` when
+    there is one, and ``Retry-After`` with a 429."""
+    body: dict[str, Any] = {"error": exc.code, "error_description": exc.description}
+    if exc.reason:
+        body["reason"] = exc.reason
+    response = respond(body, exc.status)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
