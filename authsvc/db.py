@@ -121,7 +121,11 @@ def make_engine(
             if not create:
                 raise DatabaseMissing(f"there is no database at {path}")
             create_sqlite_file(url)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,  # errors are logged: never with password hashes, emails, codes
+        )
         _configure_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -135,6 +139,7 @@ def make_engine(
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

@@ -143,7 +143,12 @@ def issue(
     )
     session.add(letter)
     session.flush()
-    log.info("activation letter %s issued for %s, expires %s", letter.id, number, letter.expires_at)
+    log.info(
+        "activation letter %s issued for %s, expires %s",
+        letter.id,
+        hasher.pseudonym(number),
+        letter.expires_at,
+    )
     audit.record(
         session,
         EventTag.LETTER_ISSUED,

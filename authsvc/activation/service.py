@@ -140,7 +140,9 @@ class ActivationService:
         throttle_key = number or matricule
         wait = self.failures.wait(throttle_key) if self.failures is not None else 0
         if wait:
-            log.info("activation start for %s held back %d s", number or "-", wait)
+            log.info(
+                "activation start for %s held back %d s", self.hasher.pseudonym(throttle_key), wait
+            )
             raise ActivationError(
                 "too_many_requests",
                 "Too many attempts for this matricule; wait before trying again.",
@@ -224,7 +226,8 @@ class ActivationService:
             else:
                 self.failures.clear(throttle_key)
         if started is None:
-            log.info("activation refused for %s: %s", number or "a malformed matricule", failure)
+            who = self.hasher.pseudonym(number) if number else "a malformed matricule"
+            log.info("activation refused for %s: %s", who, failure)
             raise invalid_activation()
         return started
 

@@ -53,6 +53,10 @@ class EventTag(StrEnum):
     HELPDESK_SESSIONS_ENDED = "helpdesk:sessions:ended"
     HELPDESK_ACCOUNT_LOCKED = "helpdesk:account:locked"
     HELPDESK_ACCOUNT_UNLOCKED = "helpdesk:account:unlocked"
+    # what staff read (a professional's record, the trail itself) and who was refused the console
+    HELPDESK_PROFESSIONAL_VIEWED = "helpdesk:professional:viewed"
+    HELPDESK_AUDIT_EXPORTED = "helpdesk:audit:exported"
+    HELPDESK_ACCESS_REFUSED = "helpdesk:access:refused"
     # the account pages (a session's own end is session:session:ended, actor account:…)
     ACCOUNT_PASSWORD_CHANGED = "account:password:changed"
     ACCOUNT_PASSWORD_CHANGE_REFUSED = "account:password:change_refused"

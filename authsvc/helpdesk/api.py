@@ -7,7 +7,7 @@ a member of staff; the service checks it (and the role) before anything else.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -42,7 +42,10 @@ def _time(name: str) -> datetime | None:
         raise InvalidInput(f"{name} must be an ISO 8601 time") from None
     if value.tzinfo is None:
         raise InvalidInput(f"{name} must carry a time zone (e.g. Z)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # the zone takes it out of the years 1-9999
+        raise InvalidInput(f"{name} is out of range") from None
 
 
 @bp.get("/professionals")
@@ -58,8 +61,7 @@ def search() -> Response:
 def detail(matricule: str) -> Response:
     svc = services()
     with svc.db.transaction() as db:
-        _actor(db)
-        return respond(svc.helpdesk.detail(db, matricule))
+        return respond(svc.helpdesk.detail(db, matricule, viewer=_actor(db)))
 
 
 @bp.post("/professionals/<matricule>/revoke-card")
@@ -122,19 +124,18 @@ def audit_trail() -> Response:
     svc = services()
     subject = request.args.get("subject")
     with svc.db.transaction() as db:
-        _actor(db)
-        events = svc.helpdesk.events(
-            db,
-            subjects=[subject] if subject else (),
-            tag=request.args.get("tag") or None,
-            actor=request.args.get("actor") or None,
-            since=_time("since"),
-            until=_time("until"),
-            limit=int(request.args.get("limit", "200"))
-            if request.args.get("limit", "200").isdigit()
-            else 200,
-        )
+        actor = _actor(db)
+        filters: dict[str, Any] = {
+            "subjects": [subject] if subject else [],
+            "tag": request.args.get("tag") or None,
+            "actor": request.args.get("actor") or None,
+            "since": _time("since"),
+            "until": _time("until"),
+        }
+        limit = request.args.get("limit", "200")
+        events = svc.helpdesk.events(db, **filters, limit=int(limit) if limit.isdigit() else 200)
         if request.args.get("format") == "csv":
+            svc.helpdesk.exported(db, actor=actor, filters=filters, count=len(events))
             response = Response(svc.helpdesk.events_csv(events), mimetype="text/csv")
             response.headers["Content-Disposition"] = 'attachment; filename="audit.csv"'
             response.headers["Cache-Control"] = "no-store"

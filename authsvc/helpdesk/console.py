@@ -422,7 +422,7 @@ def professional(db: Session, staff: Staff, number: str) -> Response:
     valid = _valid_matricule(number)
     if valid != number:
         return redirect(_professional_path(valid), code=303)
-    detail = services().helpdesk.detail(db, valid)
+    detail = services().helpdesk.detail(db, valid, viewer=staff.actor)
     client_ids = {c for s in detail["sessions"] for c in s["clients"]}
     clients: dict[str, str] = {}
     if client_ids:
@@ -604,9 +604,17 @@ class AuditQuery:
 
 
 def _time(raw: str) -> datetime | None:
-    """A time from the form (``datetime-local``: no zone, read as UTC) or typed in ISO 8601."""
+    """A time from the form (``datetime-local``: no zone, read as UTC) or typed in ISO 8601, in UTC.
+
+    ``ValueError`` for anything else, including a time whose zone takes it out of the years
+    1–9999 (``0001-01-01T00:00+01:00``)."""
     value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range in UTC") from None
 
 
 def _audit_query(db: Session) -> AuditQuery:
@@ -682,6 +690,7 @@ def audit_csv(db: Session, staff: Staff) -> Response:
         raise ConsoleError("helpdesk.audit.export.error")
     svc = services()
     events = svc.helpdesk.events(db, **query.arguments, limit=EXPORT_LIMIT)
+    svc.helpdesk.exported(db, actor=staff.actor, filters=query.arguments, count=len(events))
     response = Response(svc.helpdesk.events_csv(events), mimetype="text/csv")
     stamp = svc.clock.now().strftime("%Y%m%d-%H%M%S")
     response.headers["Content-Disposition"] = f'attachment; filename="authsvc-audit-{stamp}.csv"'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,14 @@ class Helpdesk:
             raise Forbidden("The helpdesk console needs a full session (smartcard).", status=401)
         roles = self.roles(db, session.account_id)
         if not roles & {Role.HELPDESK, Role.ADMIN}:
+            # committed by the caller, which answers the refusal with a page
+            audit.record(
+                db,
+                EventTag.HELPDESK_ACCESS_REFUSED,
+                actor=f"account:{session.account_id}",
+                data={"reason": "no helpdesk role"},
+                clock=self.clock,
+            )
             raise Forbidden("This account has no helpdesk role.")
         return session, roles
 
@@ -151,6 +160,11 @@ class Helpdesk:
     def _matricule(self, db: Session, account: Account) -> str:
         return db.get_one(Professional, account.professional_id).matricule
 
+    def _subject(self, db: Session, account: Account) -> str:
+        """The audit subject of a professional: the stored 13 digits, never the matricule as the
+        caller typed it (spaces, other characters), so that every event is found under it."""
+        return f"professional:{self._matricule(db, account)}"
+
     def search(self, db: Session, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """Professionals by matricule (exact) or name (any part, accents and case as typed)."""
         text = " ".join(query.split())[:100]
@@ -164,11 +178,12 @@ class Helpdesk:
             stmt = stmt.where(Professional.matricule == compact)
         else:
             for word in text.split():
-                pattern = f"%{word.lower()}%"
+                # the word as typed: % and _ match themselves, not any text
+                pattern = "%" + _like_escape(word.lower()) + "%"
                 stmt = stmt.where(
                     or_(
-                        func.lower(Professional.given_name).like(pattern),
-                        func.lower(Professional.family_name).like(pattern),
+                        func.lower(Professional.given_name).like(pattern, escape="\\"),
+                        func.lower(Professional.family_name).like(pattern, escape="\\"),
                     )
                 )
         rows = db.execute(stmt.order_by(Professional.family_name).limit(limit)).all()
@@ -183,8 +198,9 @@ class Helpdesk:
             for p, status in rows
         ]
 
-    def detail(self, db: Session, number: str) -> dict[str, Any]:
-        """Everything the helpdesk sees about one professional."""
+    def detail(self, db: Session, number: str, *, viewer: str | None = None) -> dict[str, Any]:
+        """Everything the helpdesk sees about one professional; a ``viewer`` (the member of staff
+        reading it) is recorded in the audit trail, after the events shown."""
         try:
             valid = matricules.validate(number)
         except matricules.InvalidMatricule as exc:
@@ -284,7 +300,31 @@ class Helpdesk:
                     }
                 )
         out["events"] = [self._event(e) for e in self.events(db, subjects=subjects, limit=50)]
+        if viewer is not None:
+            audit.record(
+                db,
+                EventTag.HELPDESK_PROFESSIONAL_VIEWED,
+                actor=viewer,
+                subject=subjects[0],
+                clock=self.clock,
+            )
         return out
+
+    def exported(self, db: Session, *, actor: str, filters: dict[str, Any], count: int) -> None:
+        """Record an export of the audit trail: who, with which filters, how many events."""
+        audit.record(
+            db,
+            EventTag.HELPDESK_AUDIT_EXPORTED,
+            actor=actor,
+            data={
+                "filters": {
+                    name: iso(value) if isinstance(value, datetime) else value
+                    for name, value in filters.items()
+                },
+                "events": count,
+            },
+            clock=self.clock,
+        )
 
     # --- actions ----------------------------------------------------------------------------------
 
@@ -301,6 +341,7 @@ class Helpdesk:
         if reason not in REASONS:
             raise InvalidInput(f"the reason is one of {', '.join(REASONS)}")
         account = self._account(db, number)
+        subject = self._subject(db, account)
         now = self.clock.now()
         stmt = (
             select(Card)
@@ -325,7 +366,7 @@ class Helpdesk:
                 reason=reason,
                 actor=actor,
                 clock=self.clock,
-                subject=f"professional:{number}",
+                subject=subject,
             )
             result.revoked.append(
                 {"card_id": str(card.id), "serial": card.serial, "issuer": card.issuer}
@@ -347,7 +388,7 @@ class Helpdesk:
             db,
             EventTag.HELPDESK_CARD_REVOKED,
             actor=actor,
-            subject=f"professional:{number}",
+            subject=subject,
             data={"reason": reason, **result.to_dict()},
             clock=self.clock,
         )
@@ -369,7 +410,7 @@ class Helpdesk:
             db,
             EventTag.HELPDESK_SESSIONS_ENDED,
             actor=actor,
-            subject=f"professional:{number}",
+            subject=self._subject(db, account),
             data={"sessions_ended": len(sessions)},
             clock=self.clock,
         )
@@ -387,7 +428,7 @@ class Helpdesk:
             db,
             EventTag.HELPDESK_ACCOUNT_LOCKED,
             actor=actor,
-            subject=f"professional:{number}",
+            subject=self._subject(db, account),
             data={"note": note[:500]},
             clock=self.clock,
         )
@@ -405,7 +446,7 @@ class Helpdesk:
             db,
             EventTag.HELPDESK_ACCOUNT_UNLOCKED,
             actor=actor,
-            subject=f"professional:{number}",
+            subject=self._subject(db, account),
             data={"note": note[:500]},
             clock=self.clock,
         )
@@ -461,10 +502,17 @@ class Helpdesk:
         writer = csv.writer(out)
         writer.writerow(["seq", "occurred_at", "tag", "actor", "subject", "data"])
         for e in events:
-            row = [str(e.seq), iso(e.occurred_at) or "", e.tag, e.actor, e.subject or "", ""]
-            import json
-
-            row[5] = json.dumps(e.data, ensure_ascii=False, sort_keys=True)
-            # spreadsheet formula injection: a cell may not start with = + - @
-            writer.writerow(["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in row])
+            data = json.dumps(e.data, ensure_ascii=False, sort_keys=True)
+            row = [str(e.seq), iso(e.occurred_at) or "", e.tag, e.actor, e.subject or "", data]
+            # spreadsheet formula injection (OWASP "CSV Injection"): a cell may not start with
+            # = + - @ or a tab or carriage return
+            writer.writerow(["'" + c if c[:1] in FORMULA_STARTS else c for c in row])
         return out.getvalue()
+
+
+#: first characters that make a spreadsheet read a CSV cell as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -31,6 +31,7 @@ class Purpose(StrEnum):
     AUTHORIZATION_CODE = "authorization-code"
     SESSION_COOKIE = "session-cookie"
     FLOW_BINDING = "flow-binding"
+    LOG_PSEUDONYM = "log-pseudonym"
 
 
 def derive_key(secret: bytes, purpose: Purpose) -> bytes:
@@ -68,6 +69,12 @@ class KeyedHasher:
     def hash(self, purpose: Purpose, value: str) -> str:
         """The hex HMAC of ``value``: what is stored instead of the secret."""
         return hmac.new(self._keys[purpose], value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def pseudonym(self, value: str) -> str:
+        """A short keyed stand-in for a personal identifier in the logs (a matricule is a national
+        identification number): the same value gives the same pseudonym on every instance sharing
+        the secret, so log lines correlate, and nothing in the log reveals the value."""
+        return "p-" + self.hash(Purpose.LOG_PSEUDONYM, value)[:12]
 
     def verify(self, purpose: Purpose, value: str, stored: str) -> bool:
         """Constant-time check of ``value`` against a stored hash (current key, then fallbacks)."""

@@ -149,7 +149,9 @@ class DatabaseGauges(Collector):
             connect_args: dict[str, Any] = {}
             if "connect_timeout" not in url.query:
                 connect_args["connect_timeout"] = CONNECT_TIMEOUT
-            self._engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+            self._engine = create_engine(
+                url, poolclass=NullPool, connect_args=connect_args, hide_parameters=True
+            )
         return self._engine
 
     def outbox_gauges(self, rows: Sequence[Any]) -> Iterable[Metric]:

@@ -724,3 +724,66 @@ def test_no_letter_for_someone_who_left_the_directory(services, anne, agent) -> 
     assert refused.status_code == 303
     assert "this professional has left the directory" in text_of(agent.client.get(page))
     assert len(events(services, "activation:letter:issued")) == 2  # the fixtures' letters only
+
+
+# --- what staff read is recorded too --------------------------------------------------------------
+
+
+def test_viewing_a_record_and_exporting_the_trail_are_recorded(services, anne, jean, agent) -> None:  # type: ignore[no-untyped-def]
+    """Reading a professional's record (email, IPs, browsers) and exporting the trail are
+    personal-data accesses: the trail says who did, and what."""
+    page = agent.client.get(f"/helpdesk/professionals/{anne.matricule}")
+    assert page.status_code == 200
+    viewed = events(services, EventTag.HELPDESK_PROFESSIONAL_VIEWED)
+    assert [(e.actor, e.subject) for e in viewed] == [
+        (f"staff:{jean.account_id}", f"professional:{anne.matricule}")
+    ]
+    export = agent.client.get(f"/helpdesk/audit.csv?subject={anne.matricule}")
+    assert export.status_code == 200
+    (exported,) = events(services, EventTag.HELPDESK_AUDIT_EXPORTED)
+    assert exported.actor == f"staff:{jean.account_id}"
+    assert exported.data["events"] == len(export.get_data(as_text=True).splitlines()) - 1
+    assert f"professional:{anne.matricule}" in exported.data["filters"]["subjects"]
+    with services.db.read_transaction() as db:
+        assert verify(db).ok
+
+
+def test_a_refused_console_access_is_recorded(services, anne, browser) -> None:  # type: ignore[no-untyped-def]
+    b = browser()
+    flow_id = flow_of(b.client.get("/helpdesk"))
+    assert b.follow(b.login_card(flow_id, anne.card).json["redirect_to"]).status_code == 403
+    refused = events(services, EventTag.HELPDESK_ACCESS_REFUSED)
+    assert refused
+    assert {e.actor for e in refused} == {f"account:{anne.account_id}"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=0001-01-01T00:00%2B01:00", "until=9999-12-31T23:59-01:00"],
+    ids=["before year 1 in UTC", "after year 9999 in UTC"],
+)
+def test_a_time_out_of_range_in_utc_is_bad_input(agent, query: str) -> None:  # type: ignore[no-untyped-def]
+    page = agent.client.get(f"/helpdesk/audit?{query}")
+    assert page.status_code == 400
+    assert is_page(page)
+    assert agent.client.get(f"/helpdesk/audit.csv?{query}").status_code == 400
+
+
+def test_search_words_are_taken_literally(anne, agent) -> None:  # type: ignore[no-untyped-def]
+    """``%`` and ``_`` in a name are the characters, not SQL wildcards that match everyone."""
+    assert anne.matricule in html(agent.client.get("/helpdesk?q=mul"))
+    for query in ("%25", "_", "m%25r"):
+        assert anne.matricule not in html(agent.client.get(f"/helpdesk?q={query}")), query
+
+
+def test_a_cell_starting_with_a_tab_or_return_is_neutralised(services) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import io
+
+    with services.db.transaction() as db:
+        for actor in ("\t=1+1", "\r=1+1"):
+            audit.record(db, EventTag.LOGIN_FAILED, actor=actor, clock=services.clock)
+    with services.db.read_transaction() as db:
+        found = services.helpdesk.events(db, tag=EventTag.LOGIN_FAILED)
+    rows = list(csv.reader(io.StringIO(services.helpdesk.events_csv(found))))
+    assert sorted(r[3] for r in rows[1:]) == ["'\t=1+1", "'\r=1+1"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select, text
@@ -14,6 +15,7 @@ from sqlalchemy import select, text
 from authsvc.accounts.models import Account, AccountStatus
 from authsvc.audit.models import AuditEvent
 from authsvc.audit.service import verify
+from authsvc.audit.tags import EventTag
 from authsvc.cards.models import Card, CardStatus
 from authsvc.oidc.claims import ACR_HIGH
 
@@ -220,6 +222,36 @@ def test_api_actions(services, anne, staff_token, app, tokens, browser, dsp) -> 
     assert bad.status_code == 400
     assert client.get("/api/helpdesk/professionals/123", headers=auth).status_code == 400
     assert client.get("/api/helpdesk/audit?since=yesterday", headers=auth).status_code == 400
+    for out_of_range in ("since=0001-01-01T00:00%2B01:00", "until=9999-12-31T23:59-01:00"):
+        answer = client.get(f"/api/helpdesk/audit?{out_of_range}", headers=auth)
+        assert answer.status_code == 400, out_of_range
+        assert answer.json["error"] == "invalid_request"
+
+
+def test_events_name_the_matricule_as_stored_whatever_was_typed(  # type: ignore[no-untyped-def]
+    services, anne, staff_token, app, cli
+) -> None:
+    """A matricule typed with spaces (or other separators) is checked, then recorded as its 13
+    digits: the event is found under the professional like every other."""
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {staff_token}"}
+    spaced = " ".join((anne.matricule[:4], anne.matricule[4:8], anne.matricule[8:]))
+    assert client.post(f"/api/helpdesk/professionals/{quote(spaced)}/lock", headers=auth).json == {
+        "status": "locked"
+    }
+    assert cli("helpdesk", "revoke-card", spaced, "--reason", "lost").exit_code == 0
+    with services.db.read_transaction() as db:
+        subjects = {
+            e.subject
+            for e in db.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.tag.in_(
+                        [EventTag.HELPDESK_ACCOUNT_LOCKED, EventTag.HELPDESK_CARD_REVOKED]
+                    )
+                )
+            )
+        }
+    assert subjects == {f"professional:{anne.matricule}"}
 
 
 def test_departure_from_the_directory_ends_sessions_and_tokens(
