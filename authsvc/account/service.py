@@ -417,6 +417,8 @@ class AccountService:
                 },
                 clock=self.clock,
             )
+        if verified:
+            svc.login_failures.clear(matricule)  # a right password ends the back-off, as at sign-in
         svc.outbox_worker.notify()
         log.info("password changed for account %s (%d other sessions ended)", account_id, ended)
         return Changed(sessions_ended=ended, verified_by=verified_by)

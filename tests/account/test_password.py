@@ -215,6 +215,18 @@ def test_a_right_current_password_resets_the_count(browser, rp, anne, services) 
     assert account(services, anne).failed_logins == 0
 
 
+def test_a_right_current_password_ends_the_back_off(browser, rp, anne, services) -> None:  # type: ignore[no-untyped-def]
+    """As a right password at sign-in: the failures before it no longer count towards the
+    per-matricule back-off (3 are free; the 4th in a row makes the next try wait)."""
+    b = sign_in(browser(), rp, anne)
+    for _ in range(3):
+        change_password(b, NEW, current="wrong")
+    assert services.login_failures.wait(anne.matricule) == 0
+    assert change_password(b, NEW, current=PASSWORD).status_code == 200
+    services.login_failures.hit(anne.matricule)  # one more failure, e.g. a mistyped sign-in
+    assert services.login_failures.wait(anne.matricule) == 0
+
+
 def test_too_many_wrong_current_passwords_lock_the_account(
     browser, rp, anne, tokens, services
 ) -> None:  # type: ignore[no-untyped-def]
