@@ -90,9 +90,10 @@ class ClientView(ClientMixin):  # type: ignore[misc]
         return {*BASE_SCOPES, *self.extra_scopes}
 
     def get_allowed_scope(self, scope: str) -> str:
+        """The scopes asked for that this client may have, each once, in the order asked."""
         if not scope:
             return ""
-        return " ".join(s for s in scope.split() if s in self.allowed_scopes)
+        return " ".join(dict.fromkeys(s for s in scope.split() if s in self.allowed_scopes))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris  # exact string comparison

@@ -283,14 +283,16 @@ class KeyStore:
         """The claims of a JWT this provider signed; raises ``ValueError`` if it is not one."""
         try:
             header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, RecursionError):
             raise ValueError("not a JWT") from None
         kid = header.get("kid") if isinstance(header, dict) else None
+        if not isinstance(kid, str):
+            raise ValueError("no key id")
         self._fresh()
         if kid not in self._published and time.monotonic() - self._forced_at > 1.0:
             self._forced_at = time.monotonic()  # at most once a second, whatever the junk
             self.reload()  # a key another instance created since our last look
-        key = self._published.get(kid) if isinstance(kid, str) else None
+        key = self._published.get(kid)
         if key is None:
             raise ValueError("unknown signing key")
         if typ is not None and str(header.get("typ", "")).lower() != typ.lower():

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.rpinitiated import EndSessionEndpoint, EndSessionRequest
 from flask import g, request
 from joserfc.jwk import KeySet
@@ -81,23 +82,47 @@ def make_end_session_endpoint(provider: Provider) -> type:
         def get_algorithms(self) -> list[str]:
             return ["ES256", "RS256"]
 
-        def end_session(self, end_session_request: EndSessionRequest) -> None:
-            services = provider.services
-            db = g.oidc_db
-            session = services.sessions.find(
-                db, request.cookies.get("authsvc_session"), touch=False
-            )
-            claims = end_session_request.id_token_claims or {}
-            if session is None and claims.get("sid"):
-                from ..sessions.models import ProviderSession
+        def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
+            """An ID token this provider issued to a registered client (RP-Initiated Logout §2):
+            signed by one of our keys, ``typ`` JWT (an access token or a logout token is not an
+            ID token), our ``iss``, one audience that is a client, a ``sid``. Its ``exp`` may
+            have passed (§2: "even when the exp time has passed")."""
+            try:
+                claims = provider.services.keys.verify(id_token_hint, typ="JWT")
+            except ValueError as exc:
+                raise InvalidRequestError(f"id_token_hint: {exc}") from None
+            aud = claims.get("aud")
+            if (
+                claims.get("iss") != provider.issuer
+                or not isinstance(aud, str)
+                or self.server.query_client(aud) is None
+                or not isinstance(claims.get("sid"), str)
+            ):
+                raise InvalidRequestError("id_token_hint is not an ID token of this provider")
+            return claims
 
-                candidate = db.get(ProviderSession, claims["sid"])
-                if candidate is not None and candidate.ended_at is None:
-                    session = candidate
+        def end_session(self, end_session_request: EndSessionRequest) -> None:
+            """End the browser's own session, and never another: a hint names whom the relying
+            service signs out, the cookie says who is here (the view asked for confirmation when
+            they differ)."""
+            services = provider.services
+            session = services.sessions.find(
+                g.oidc_db, request.cookies.get("authsvc_session"), touch=False
+            )
             if session is not None:
                 client = end_session_request.client
                 actor = f"client:{client.client_id}" if client is not None else "browser"
-                services.sessions.end(db, session, "logout", actor=actor)
+                services.sessions.end(g.oidc_db, session, "logout", actor=actor)
             g.logged_out = session is not None
 
     return EndSession
+
+
+def needs_confirmation(validated: EndSessionRequest, own_session_id: str | None) -> bool:
+    """Whether the person confirms before being signed out (RP-Initiated Logout §6): always
+    without a valid ``id_token_hint``, and when the hint names another session than the browser's
+    own (a page that replays somebody's ID token must not sign this person out)."""
+    if validated.needs_confirmation:
+        return True
+    claims = validated.id_token_claims or {}
+    return own_session_id is not None and claims.get("sid") != own_session_id

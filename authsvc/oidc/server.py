@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -46,7 +50,7 @@ from ..directory.models import Professional
 from ..metrics import tokens_issued
 from ..security.secrets import Purpose
 from ..sessions.models import ProviderSession
-from ..sessions.service import acr_of
+from ..sessions.service import IDLE_TIMEOUT, TOUCH_EVERY, acr_of
 from .claims import subject, user_claims
 from .clients import ASSERTION_ALGORITHMS, AUTH_METHODS, ClientView
 from .models import AccessToken, AuthorizationCode, Client, RefreshToken, TokenFamily, UsedAssertion
@@ -206,6 +210,8 @@ class Provider:
         session = db()
         scope = scope or ""
         if user is None:  # client_credentials: the service in its own name
+            # what it registered, never more (RFC 6749 §3.3); openid means a person: not here
+            scope = " ".join(s for s in client.get_allowed_scope(scope).split() if s != "openid")
             family = self.tokens.new_family(
                 session, client_id=client.client_id, account_id=None, session_id=None, scope=scope
             )
@@ -292,6 +298,11 @@ class Provider:
         now = self.services.clock.now()
         if live is None or live.ended_at is not None or now >= live.expires_at:
             return None
+        # the session's idle rule holds here too; a relying service's refresh is activity in it
+        if now - live.last_seen_at >= IDLE_TIMEOUT:
+            return None
+        if now - live.last_seen_at >= TOUCH_EVERY:
+            live.last_seen_at = now
         professional = session.get_one(Professional, account.professional_id)
         return Grantee(
             account=account,
@@ -494,13 +505,17 @@ def make_refresh_grant(provider: Provider) -> type:
                 now=now,
             )
 
-        def authenticate_user(self, refresh_token: TokenRecord) -> Grantee | None:
+        def authenticate_user(self, refresh_token: TokenRecord) -> Grantee:
             family = refresh_token.family
-            if family.account_id is None:
-                return None
-            grantee = provider.grantee(db(), family.account_id, family.session_id)
-            if grantee is not None:
-                grantee.family_id = family.id
+            grantee = (
+                provider.grantee(db(), family.account_id, family.session_id)
+                if family.account_id is not None
+                else None
+            )
+            if grantee is None:  # the session is over (ended, idle, expired) or the account is
+                # not active: the grant is no longer valid (RFC 6749 §5.2), not a bad request
+                raise InvalidGrantError("The session of this refresh token is over.")
+            grantee.family_id = family.id
             return grantee
 
         def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
@@ -556,6 +571,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return True
 
     def resolve_client_public_key(self, client: ClientView) -> Any:
+        if not client.jwks:  # a client of another method naming itself in an assertion
+            raise InvalidClientError(description="The client has no registered keys.")
         return client.key_set()
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:

@@ -10,19 +10,22 @@ tells the checks that the person has just authenticated.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from flask import Blueprint, Response, g, redirect, render_template, request
 from markupsafe import Markup
 
+from .. import matricule as matricules
 from ..web import services
 from ..web.i18n import LANGUAGES, NAMES, gettext, negotiate
-from .claims import ACR_HIGH, ACR_LOW, user_claims
+from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, user_claims
 from .clients import ClientView
+from .logout import needs_confirmation
 
 bp = Blueprint("oidc", __name__)
 
@@ -62,27 +65,61 @@ def jwks() -> Response:
 # --- authorization -------------------------------------------------------------------------------
 
 
+#: longest ``claims`` parameter read (ours is a few hundred bytes; more is not a request for us)
+MAX_CLAIMS_PARAMETER = 4096
+#: longest ``nonce`` kept with a code (the column's size)
+MAX_NONCE = 500
+
+
 def required_acr(payload: Any, client: ClientView) -> str:
     """INTERFACE §3 "Levels": a full session when only …/high is asked for, when the ``acr`` claim
-    is essential with …/high, or when the client is registered with ``--require-acr high``."""
+    is essential with …/high, or when the client is registered with ``--require-acr high``.
+
+    ``invalid_request`` for a ``claims`` parameter that is not the JSON object of OIDC Core §5.5;
+    ``access_denied`` for an essential ``acr`` none of whose values this provider gives (§5.5.1.1:
+    an essential claim that cannot be met is a failed authentication)."""
+    essential = _essential_acr(payload.data.get("claims"))
+    if essential and not set(essential) & set(ACR_VALUES):
+        raise AccessDeniedError("None of the essential acr values can be given.")
     if client.require_acr == "high":
         return ACR_HIGH
     values = (payload.data.get("acr_values") or "").split()
     if values and set(values) <= {ACR_HIGH}:
         return ACR_HIGH
-    claims_param = payload.data.get("claims")
-    if claims_param:
-        try:
-            claims = json.loads(claims_param)
-        except ValueError:
-            raise InvalidRequestError("The 'claims' parameter is not JSON.") from None
-        for target in ("id_token", "userinfo"):
-            acr = (claims.get(target) or {}).get("acr") if isinstance(claims, dict) else None
-            if isinstance(acr, dict) and acr.get("essential"):
-                wanted = acr.get("values") or ([acr["value"]] if "value" in acr else [])
-                if wanted and set(wanted) <= {ACR_HIGH}:
-                    return ACR_HIGH
+    if essential and set(essential) & set(ACR_VALUES) <= {ACR_HIGH}:
+        return ACR_HIGH
     return ACR_LOW
+
+
+def _essential_acr(claims_param: object) -> list[str]:
+    """The values of an essential ``acr`` in the ``claims`` parameter (id_token or userinfo)."""
+    if not claims_param:
+        return []
+    if not isinstance(claims_param, str) or len(claims_param) > MAX_CLAIMS_PARAMETER:
+        raise InvalidRequestError("The 'claims' parameter is too long.")
+    try:
+        claims = json.loads(claims_param)
+    except (ValueError, RecursionError):
+        raise InvalidRequestError("The 'claims' parameter is not JSON.") from None
+    if not isinstance(claims, dict):
+        raise InvalidRequestError("The 'claims' parameter is not a JSON object.")
+    wanted: list[str] = []
+    for target in ("id_token", "userinfo"):
+        member = claims.get(target)
+        if member is None:
+            continue
+        if not isinstance(member, dict):
+            raise InvalidRequestError(f"'claims.{target}' is not a JSON object.")
+        acr = member.get("acr")
+        if acr is not None and not isinstance(acr, dict):
+            raise InvalidRequestError(f"'claims.{target}.acr' is not null or an object.")
+        if not acr or acr.get("essential") is not True:
+            continue
+        values = acr.get("values", [acr["value"]] if "value" in acr else [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise InvalidRequestError(f"'claims.{target}.acr' values are not strings.")
+        wanted.extend(values)
+    return wanted
 
 
 def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
@@ -131,6 +168,16 @@ def authorize() -> Response:
         client: ClientView = grant.client
         redirect_uri = grant.redirect_uri
         state = payload.state
+        # request objects are not supported (discovery says so): refused, not ignored (§6.1)
+        for name, error in (
+            ("request", "request_not_supported"),
+            ("request_uri", "request_uri_not_supported"),
+        ):
+            if payload.data.get(name):
+                return error_redirect(redirect_uri, error, f"'{name}' is not supported.", state)
+        nonce = payload.data.get("nonce")
+        if nonce is not None and len(nonce) > MAX_NONCE:
+            return error_redirect(redirect_uri, "invalid_request", "'nonce' is too long.", state)
         try:
             level = required_acr(payload, client)
         except OAuth2Error as exc:
@@ -139,6 +186,8 @@ def authorize() -> Response:
         if "none" in prompts and len(prompts) > 1:
             return error_redirect(redirect_uri, "invalid_request", "Invalid 'prompt'.", state)
         hint = (payload.data.get("login_hint") or "").replace(" ", "") or None
+        if hint is not None and not matricules.is_valid(hint):
+            hint = None  # only a hint: one that is not a matricule is not used
 
         session = svc.sessions.find(db, request.cookies.get(SESSION_COOKIE))
         just_authenticated = False
@@ -227,12 +276,42 @@ def authorize() -> Response:
 def _endpoint(run: Any) -> Response:
     svc = services()
     svc.keys.ready()
-    with svc.db.transaction() as db:
-        g.oidc_db = db
-        response = run(svc.oidc.server)
+    refused = _client_authentication_problem()
+    if refused is not None:
+        response = refused
+    else:
+        with svc.db.transaction() as db:
+            g.oidc_db = db
+            response = run(svc.oidc.server)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
-    return response  # type: ignore[no-any-return]
+    return response
+
+
+def _client_authentication_problem() -> Response | None:
+    """What Authlib does not check before authenticating a client at the token, revocation and
+    introspection endpoints: one method only (RFC 6749 §2.3), and Basic credentials that are
+    UTF-8 (RFC 7617 §2.1; Authlib would fail on them)."""
+    header = request.headers.get("Authorization", "")
+    basic = header[:6].lower() == "basic "
+    methods = basic + ("client_secret" in request.form) + ("client_assertion" in request.form)
+    if methods > 1:
+        return _oauth_error(
+            400, "invalid_request", "Use one client authentication method per request."
+        )
+    if basic:
+        try:
+            base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            response = _oauth_error(401, "invalid_client", "The Basic credentials are malformed.")
+            response.headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
+            return response
+    return None
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    body = json.dumps({"error": error, "error_description": description})
+    return Response(body, status=status, mimetype="application/json")
 
 
 @bp.post("/token")
@@ -318,7 +397,8 @@ def logout() -> Response:
         confirmed = request.method == "POST" and svc.logout_csrf_ok(
             request.form.get("csrf_token"), request.cookies.get(SESSION_COOKIE)
         )
-        if validated.needs_confirmation and not confirmed:
+        own = svc.sessions.find(db, request.cookies.get(SESSION_COOKIE), touch=False)
+        if needs_confirmation(validated, own.id if own else None) and not confirmed:
             from ..web.pages import render_page
 
             html = render_page(

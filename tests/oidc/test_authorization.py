@@ -263,3 +263,77 @@ def test_client_registered_high_is_full_whatever_the_request(
 def test_acr_is_the_sessions_level_not_what_was_asked(browser, anne, rp, tokens) -> None:  # type: ignore[no-untyped-def]
     token = full_sign_in(browser(), rp, anne, tokens, acr_values=f"{ACR_HIGH} {ACR_LOW}")
     assert claims_of(token["id_token"])["acr"] == ACR_LOW
+
+
+# --- malformed requests are answered, never a 500 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        '{"id_token": "x"}',
+        '{"id_token": {"acr": {"essential": true, "values": 5}}}',
+        '{"userinfo": {"acr": "high"}}',
+        "[[1]]",
+        "[" * 3000 + "]" * 3000,
+        '{"id_token": {"acr": {"essential": true, "values": [1, 2]}}}',
+        "x" * 5000,
+    ],
+    ids=["member", "values", "acr", "array", "deep", "numbers", "long"],
+)
+def test_a_malformed_claims_parameter_is_invalid_request(browser, rp, claims: str) -> None:  # type: ignore[no-untyped-def]
+    _, challenge = pkce()
+    response = browser().authorize(
+        rp, claims=claims, code_challenge=challenge, code_challenge_method="S256", nonce="n"
+    )
+    assert response.status_code in (302, 303), response.status_code
+    assert query(response)["error"] == "invalid_request"
+    assert query(response)["iss"] == ISSUER
+
+
+def test_an_essential_acr_that_cannot_be_given_is_access_denied(browser, rp) -> None:  # type: ignore[no-untyped-def]
+    """OIDC Core §5.5.1.1: an essential claim that cannot be met is a failed authentication."""
+    _, challenge = pkce()
+    response = browser().authorize(
+        rp,
+        claims='{"id_token": {"acr": {"essential": true, "values": ["urn:example:loa:9"]}}}',
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    assert query(response)["error"] == "access_denied"
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")],
+)
+def test_request_objects_are_refused(browser, rp, name: str, error: str) -> None:  # type: ignore[no-untyped-def]
+    _, challenge = pkce()
+    response = browser().authorize(
+        rp,
+        **{name: "eyJhbGciOiJub25lIn0.e30."},
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    assert query(response)["error"] == error
+    assert "code" not in query(response)
+
+
+def test_over_long_values_are_answered_not_stored(browser, rp) -> None:  # type: ignore[no-untyped-def]
+    """A nonce longer than what is kept is refused; a login_hint that is not a matricule is
+    ignored; a scope repeated hundreds of times is kept once (on PostgreSQL each would otherwise
+    overflow its column)."""
+    _, challenge = pkce()
+    b = browser()
+    refused = b.authorize(
+        rp, nonce="n" * 501, code_challenge=challenge, code_challenge_method="S256"
+    )
+    assert query(refused)["error"] == "invalid_request"
+    ignored = b.authorize(
+        rp,
+        login_hint="9" * 40,
+        scope="openid " * 300,
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    assert ignored.headers["Location"].startswith("/login?flow="), ignored.headers["Location"]

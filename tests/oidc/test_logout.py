@@ -186,3 +186,56 @@ def test_garbage_id_token_hint_is_refused_without_redirect(browser) -> None:  # 
     )
     assert 400 <= response.status_code < 500
     assert "Location" not in response.headers
+
+
+def test_somebody_elses_id_token_does_not_sign_this_browser_out(
+    browser, anne, jean, dsp, tokens
+) -> None:  # type: ignore[no-untyped-def]
+    """Logout CSRF: a page makes Anne's browser open /logout with an ID token of Jean's (the
+    attacker's own). The hint names another session: Anne is asked, and nothing ends meanwhile."""
+    attacker = full_sign_in(browser(), dsp, jean, tokens)
+    victim = browser()
+    token = full_sign_in(victim, dsp, anne, tokens)
+    response = victim.client.get(
+        "/logout?"
+        + urllib.parse.urlencode(
+            {
+                "id_token_hint": attacker["id_token"],
+                "post_logout_redirect_uri": "https://rp.example.test/bye",
+                "state": "s",
+            }
+        )
+    )
+    assert response.status_code == 200  # the confirmation page, not a redirect
+    assert b"csrf_token" in response.data
+    assert tokens.introspect(dsp, token["access_token"])["active"] is True
+    assert tokens.introspect(dsp, attacker["access_token"])["active"] is True
+
+
+def test_a_hint_without_the_cookie_ends_no_session(browser, anne, dsp, tokens) -> None:  # type: ignore[no-untyped-def]
+    """Whoever holds an ID token (a log, a resource server) cannot end its session from
+    elsewhere: only the browser's own session is ever ended."""
+    token = full_sign_in(browser(), dsp, anne, tokens)
+    elsewhere = browser()
+    response = elsewhere.client.get(
+        "/logout?" + urllib.parse.urlencode({"id_token_hint": token["id_token"]})
+    )
+    assert response.status_code == 200
+    assert tokens.introspect(dsp, token["access_token"])["active"] is True
+
+
+def test_an_access_token_is_not_an_id_token_hint(browser, anne, dsp, tokens) -> None:  # type: ignore[no-untyped-def]
+    b = browser()
+    token = full_sign_in(b, dsp, anne, tokens)
+    response = b.client.get(
+        "/logout?"
+        + urllib.parse.urlencode(
+            {
+                "id_token_hint": token["access_token"],
+                "post_logout_redirect_uri": "https://rp.example.test/bye",
+            }
+        )
+    )
+    assert 400 <= response.status_code < 500
+    assert "Location" not in response.headers
+    assert tokens.introspect(dsp, token["access_token"])["active"] is True

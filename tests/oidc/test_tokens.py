@@ -184,6 +184,19 @@ def test_tokens_die_with_the_session(browser, anne, rp, tokens, clock, settings)
     assert tokens.refresh(rp, token["refresh_token"]).json["error"] == "invalid_grant"
 
 
+def test_refresh_follows_the_session_idle_rule(browser, anne, rp, tokens, clock) -> None:  # type: ignore[no-untyped-def]
+    """A refresh is activity in the session (every hour: still alive after three); a session
+    nobody used for two hours is over, for its refresh tokens too."""
+    token = full_sign_in(browser(), rp, anne, tokens)
+    for _ in range(3):
+        clock.advance(hours=1)
+        refreshed = tokens.refresh(rp, token["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.json
+        token = refreshed.json
+    clock.advance(hours=2)
+    assert tokens.refresh(rp, token["refresh_token"]).json["error"] == "invalid_grant"
+
+
 def test_introspection(browser, anne, rp, tokens) -> None:  # type: ignore[no-untyped-def]
     token = full_sign_in(browser(), rp, anne, tokens)
     body = tokens.introspect(rp, token["access_token"])
@@ -307,6 +320,25 @@ def test_client_credentials(new_client, tokens, app) -> None:  # type: ignore[no
     assert access["sub"] == service.client_id
     assert "acr" not in access
     assert "refresh_token" not in response.json
+
+
+def test_client_credentials_scopes_are_those_registered(new_client, tokens, app) -> None:  # type: ignore[no-untyped-def]
+    """A service gets the scopes it was registered with, never those it merely asks for."""
+    service = new_client(
+        name="Connector", grants=["client_credentials"], redirect_uris=[], scopes=["matricule"]
+    )
+    response = tokens.client.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "scope": "openid helpdesk matricule admin:all " + "matricule " * 300,
+        },
+        headers=basic(service),
+    )
+    assert response.status_code == 200, response.json
+    assert response.json["scope"] == "matricule"
+    assert verify_jwt(app, response.json["access_token"])["scope"] == "matricule"
+    assert tokens.introspect(service, response.json["access_token"])["scope"] == "matricule"
 
 
 def test_client_credentials_refused_to_a_client_without_the_grant(rp, tokens) -> None:  # type: ignore[no-untyped-def]
@@ -479,3 +511,56 @@ def test_keys_rotate_and_old_tokens_still_verify(
     services.keys.reload()
     kids = {k["kid"] for k in app.test_client().get("/jwks.json").json["keys"]}
     assert old_kid not in kids  # its tokens have all expired
+
+
+# --- malformed client authentication is answered, never a 500 ------------------------------------
+
+
+def test_a_key_id_that_is_not_a_string_is_an_invalid_token(tokens) -> None:  # type: ignore[no-untyped-def]
+    token = "eyJraWQiOltdfQ.e30.x"  # header {"kid":[]}
+    assert tokens.userinfo(token).status_code == 401
+
+
+def test_basic_credentials_that_are_not_utf8(tokens) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/token", "/revoke", "/introspect"):
+        response = tokens.client.post(
+            path,
+            data={"grant_type": "client_credentials", "token": "x"},
+            headers={"Authorization": "Basic //46/w=="},
+        )
+        assert response.status_code == 401, (path, response.json)
+        assert response.json["error"] == "invalid_client"
+
+
+def test_one_client_authentication_method_per_request(rp, tokens) -> None:  # type: ignore[no-untyped-def]
+    response = tokens.client.post(
+        "/token",
+        data={"grant_type": "client_credentials", "client_secret": rp.client_secret},
+        headers=basic(rp),
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
+def test_an_assertion_naming_a_client_without_keys(rp, tokens) -> None:  # type: ignore[no-untyped-def]
+    """A client_secret_basic client has no keys: an assertion in its name is invalid_client."""
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True)
+    claims = {
+        "iss": rp.client_id,
+        "sub": rp.client_id,
+        "aud": f"{ISSUER}/token",
+        "exp": int(time.time()) + 60,
+        "jti": secrets.token_hex(8),
+    }
+    response = tokens.client.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": jwt.encode({"alg": "ES256"}, claims, key),
+        },
+    )
+    assert response.status_code in (400, 401)
+    assert response.json["error"] == "invalid_client"
