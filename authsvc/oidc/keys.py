@@ -42,9 +42,12 @@ log = logging.getLogger("authsvc.keys")
 ALGORITHMS = ("ES256", "RS256")
 DEFAULT_ALG = "ES256"
 RELOAD_EVERY = 30.0
+#: how long a relying service (or a cache between) may keep /jwks.json (its Cache-Control)
+JWKS_MAX_AGE = 300
 #: a new key is published this long before it signs, so that every instance (which reloads
-#: every RELOAD_EVERY seconds) serves it in its JWKS before any token signed with it exists
-PUBLISH_LEAD = timedelta(seconds=RELOAD_EVERY + 5)
+#: every RELOAD_EVERY seconds) serves it, and every relying service that cached the key set for
+#: JWKS_MAX_AGE has fetched it again, before any token signed with it exists
+PUBLISH_LEAD = timedelta(seconds=JWKS_MAX_AGE + RELOAD_EVERY + 5)
 #: a retired key stays published this long: longer than any token it signed can live
 PUBLISH_AFTER_RETIREMENT = timedelta(hours=1)
 #: PostgreSQL advisory lock taken while keys are created (two instances, or two rotations)

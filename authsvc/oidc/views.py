@@ -25,6 +25,7 @@ from ..web import services
 from ..web.i18n import LANGUAGES, NAMES, gettext, negotiate
 from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, user_claims
 from .clients import ClientView
+from .keys import JWKS_MAX_AGE
 from .logout import needs_confirmation
 
 bp = Blueprint("oidc", __name__)
@@ -59,7 +60,7 @@ def discovery() -> Response:
 @bp.get("/jwks.json")
 def jwks() -> Response:
     body, etag = services().keys.jwks()
-    return cached_json(body, etag, 300)
+    return cached_json(body, etag, JWKS_MAX_AGE)
 
 
 # --- authorization -------------------------------------------------------------------------------
