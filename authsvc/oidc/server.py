@@ -678,8 +678,13 @@ def make_introspection_endpoint(provider: Provider) -> type:
             return _query_token(provider, token_string, token_type_hint)
 
         def check_permission(self, token: TokenRecord, client: ClientView, request: Any) -> bool:
-            # resource servers are confidential clients; any of them may introspect
-            return not client.is_public
+            """Who may see what (RFC 7662 §4): an access token is for the platform's APIs
+            (``aud`` = the issuer), any confidential client (a resource server) may introspect
+            it; a refresh token only ever goes to the client it was issued to, and only that
+            client may introspect it. Anything else is answered ``{"active": false}``."""
+            if client.is_public:
+                return False
+            return token.kind == "access_token" or token.client_id == client.client_id
 
         def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
             claims = token.claims

@@ -685,5 +685,6 @@ def sign_in(
 
 def introspector(rps: Rps, rp: Rp) -> Rp:
     """Who introspects ``rp``'s tokens: itself when confidential, else a resource server (RFC 7662
-    requires an authenticated caller; authsvc lets confidential clients introspect)."""
+    requires an authenticated caller; authsvc lets confidential clients introspect access tokens,
+    and a refresh token only by the client it was issued to)."""
     return rps.resource_server() if rp.public else rp

@@ -211,6 +211,18 @@ def test_introspection(browser, anne, rp, tokens) -> None:  # type: ignore[no-un
     assert response.status_code == 401
 
 
+def test_a_refresh_token_is_introspected_by_its_client_only(
+    browser, anne, rp, new_client, tokens
+) -> None:  # type: ignore[no-untyped-def]
+    """A resource server (any confidential client) may introspect access tokens; a refresh token
+    is its client's alone: to another client it is inactive, and tells nothing."""
+    api = new_client(name="Records API", grants=["client_credentials"], redirect_uris=[])
+    token = full_sign_in(browser(), rp, anne, tokens)
+    assert tokens.introspect(api, token["access_token"])["active"] is True
+    assert tokens.introspect(api, token["refresh_token"]) == {"active": False}
+    assert tokens.introspect(rp, token["refresh_token"])["active"] is True
+
+
 def test_revocation(browser, anne, rp, tokens) -> None:  # type: ignore[no-untyped-def]
     token = full_sign_in(browser(), rp, anne, tokens)
     response = tokens.client.post(
