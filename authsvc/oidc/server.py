@@ -28,6 +28,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
+    UnsupportedTokenTypeError,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -645,8 +646,19 @@ def _access_record(
     )
 
 
+class UnknownHintIsBadRequest:
+    """RFC 7009 §2.2.1: ``unsupported_token_type`` is a 400 (Authlib answers it with 401)."""
+
+    def check_params(self, request: Any, client: ClientView) -> None:
+        try:
+            super().check_params(request, client)  # type: ignore[misc]
+        except UnsupportedTokenTypeError as exc:
+            exc.status_code = 400
+            raise
+
+
 def make_revocation_endpoint(provider: Provider) -> type:
-    class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    class Revocation(UnknownHintIsBadRequest, RevocationEndpoint):  # type: ignore[misc]
         CLIENT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012
 
         def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
@@ -671,7 +683,7 @@ def make_revocation_endpoint(provider: Provider) -> type:
 
 
 def make_introspection_endpoint(provider: Provider) -> type:
-    class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    class Introspection(UnknownHintIsBadRequest, IntrospectionEndpoint):  # type: ignore[misc]
         CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]  # noqa: RUF012
 
         def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:

@@ -576,3 +576,16 @@ def test_an_assertion_naming_a_client_without_keys(rp, tokens) -> None:  # type:
     )
     assert response.status_code in (400, 401)
     assert response.json["error"] == "invalid_client"
+
+
+def test_an_unknown_token_type_hint_is_a_bad_request(browser, anne, rp, tokens) -> None:  # type: ignore[no-untyped-def]
+    token = full_sign_in(browser(), rp, anne, tokens)
+    for path in ("/revoke", "/introspect"):
+        response = tokens.client.post(
+            path,
+            data={"token": token["refresh_token"], "token_type_hint": "foo"},
+            headers=basic(rp),
+        )
+        assert response.status_code == 400, (path, response.status_code)
+        assert response.json["error"] == "unsupported_token_type"
+    assert tokens.introspect(rp, token["refresh_token"])["active"] is True
