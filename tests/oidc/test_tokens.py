@@ -368,7 +368,10 @@ def private_key_jwt_client(new_client):  # type: ignore[no-untyped-def]
     return client, key
 
 
-def assertion(client, key, *, aud: str = f"{ISSUER}/token", jti: str | None = None) -> str:  # type: ignore[no-untyped-def]
+def assertion(  # type: ignore[no-untyped-def]
+    client, key, *, aud: str = f"{ISSUER}/token", jti: str | None = None, alg: str = "ES256"
+) -> str:
+    """A client assertion (RFC 7523) of ``client``, signed with ``key`` (kid rp-1)."""
     now = int(time.time())
     claims = {
         "iss": client.client_id,
@@ -378,7 +381,18 @@ def assertion(client, key, *, aud: str = f"{ISSUER}/token", jti: str | None = No
         "exp": now + 60,
         "jti": jti or secrets.token_hex(8),
     }
-    return jwt.encode({"alg": "ES256", "kid": "rp-1"}, claims, key)
+    return jwt.encode({"alg": alg, "kid": "rp-1"}, claims, key)
+
+
+def client_credentials_with(tokens, client_assertion: str):  # type: ignore[no-untyped-def]
+    return tokens.client.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": client_assertion,
+        },
+    )
 
 
 def test_private_key_jwt(browser, anne, new_client, tokens) -> None:  # type: ignore[no-untyped-def]
@@ -447,22 +461,7 @@ def test_a_shared_secret_never_signs_a_client_assertion(new_client, tokens, serv
     secret = OctKey.generate_key(256, parameters={"kid": "rp-1"})
     with services.db.transaction() as db:
         db.get_one(Client, client.client_id).jwks = {"keys": [secret.as_dict(private=True)]}
-    now = int(time.time())
-    claims = {
-        "iss": client.client_id,
-        "sub": client.client_id,
-        "aud": f"{ISSUER}/token",
-        "exp": now + 60,
-        "jti": secrets.token_hex(8),
-    }
-    response = tokens.client.post(
-        "/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": jwt.encode({"alg": "HS256", "kid": "rp-1"}, claims, secret),
-        },
-    )
+    response = client_credentials_with(tokens, assertion(client, secret, alg="HS256"))
     # 400, not 401: the client did not authenticate with the Authorization header (RFC 6749 §5.2)
     assert response.status_code == 400, response.json
     assert response.json["error"] == "invalid_client"
@@ -556,24 +555,8 @@ def test_one_client_authentication_method_per_request(rp, tokens) -> None:  # ty
 
 def test_an_assertion_naming_a_client_without_keys(rp, tokens) -> None:  # type: ignore[no-untyped-def]
     """A client_secret_basic client has no keys: an assertion in its name is invalid_client."""
-    from joserfc.jwk import ECKey
-
     key = ECKey.generate_key("P-256", private=True)
-    claims = {
-        "iss": rp.client_id,
-        "sub": rp.client_id,
-        "aud": f"{ISSUER}/token",
-        "exp": int(time.time()) + 60,
-        "jti": secrets.token_hex(8),
-    }
-    response = tokens.client.post(
-        "/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": jwt.encode({"alg": "ES256"}, claims, key),
-        },
-    )
+    response = client_credentials_with(tokens, assertion(rp, key))
     assert response.status_code in (400, 401)
     assert response.json["error"] == "invalid_client"
 
