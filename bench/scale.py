@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import random
 import secrets
 import statistics
@@ -54,6 +53,7 @@ from authsvc.oidc.models import AuthorizationCode
 from authsvc.security.secrets import Purpose
 from authsvc.sessions.models import ProviderSession
 from bench.directory_import import fresh_database
+from bench.report import emit
 from bench.signin import PASSWORD, Attempt, flows, load, machine_busy, make_services, sign_in
 
 TARGET = 1.2
@@ -311,13 +311,7 @@ def main() -> int:
     print(f"  target (PERFORMANCE.md): p99({args.large:,}) ÷ p99({args.small:,}) ≤ {TARGET}\n")
     report |= {f"ratio {k}": round(v, 3) for k, v in ratios.items()}
     report["target"] = TARGET
-    line = json.dumps(report)
-    print(line, file=sys.stderr)
-    if args.results:
-        args.results.mkdir(parents=True, exist_ok=True)
-        path = args.results / f"scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        path.write_text(line + "\n")
-        print(f"written {path}", file=sys.stderr)
+    emit(report, "scale", args.results)
     return 0
 
 

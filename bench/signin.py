@@ -31,7 +31,6 @@ bandwidth and other load included), and the CPU time of one sign-in outside Argo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -59,6 +58,7 @@ from authsvc.directory.importer import import_directory
 from authsvc.login.service import Login
 from authsvc.oidc.claims import ACR_LOW
 from bench.directory_import import fresh_database
+from bench.report import emit
 
 PASSWORD = "correct horse battery staple 42"
 ISSUER = "http://127.0.0.1:5000"
@@ -338,13 +338,7 @@ def main() -> int:
     report["CPU ms per op, 1 thread"] = {k: round(v, 2) for k, v in cpu_op.items()}
     report |= {f"ratio {k}": round(v, 3) for k, v in ratios.items()}
     report["target"] = TARGET
-    line = json.dumps(report)
-    print(line, file=sys.stderr)
-    if args.results:
-        args.results.mkdir(parents=True, exist_ok=True)
-        path = args.results / f"signin-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        path.write_text(line + "\n")
-        print(f"written {path}", file=sys.stderr)
+    emit(report, "signin", args.results)
     return 0
 
 

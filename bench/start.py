@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import emit
+
 BIN = Path(sys.executable).parent
 TARGET = 2.0
 DISCOVERY = "/.well-known/openid-configuration"
@@ -239,13 +243,7 @@ def main() -> int:
             mark = f"   ÷ {TARGET:.0f} s = {ratio:.2f} ({'met' if ratio <= 1 else 'NOT met'})"
         print(f"  {name:<22} best {best:6.3f} s   median {median:6.3f} s{mark}")
     print(f"  target (PERFORMANCE.md): authsvc serve until discovery answers ≤ {TARGET:.0f} s\n")
-    line = json.dumps(report)
-    print(line, file=sys.stderr)
-    if args.results:
-        args.results.mkdir(parents=True, exist_ok=True)
-        path = args.results / f"start-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        path.write_text(line + "\n")
-        print(f"written {path}", file=sys.stderr)
+    emit(report, "start", args.results)
     return 0
 
 
