@@ -21,11 +21,12 @@ import hmac
 import json
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..clock import Clock, system_clock
@@ -101,6 +102,41 @@ def _check_data(data: Mapping[str, Any]) -> None:
     walk(data)
 
 
+#: ``session.info`` key of an open :func:`batch`
+_BATCH = "authsvc.audit.batch"
+
+
+@dataclass
+class _Batch:
+    #: the transaction the heads below belong to: their locks end with it
+    transaction: object | None = None
+    #: chain number -> (seq, hash) of the head as this transaction left it, once locked
+    heads: dict[int, tuple[int, str]] = field(default_factory=dict)
+
+
+@contextmanager
+def batch(session: Session) -> Iterator[None]:
+    """Append the events recorded in this block with one lock of each chain head.
+
+    :func:`record` joins the batch of its session: the first event of a chain locks the head and
+    reads it, as ever (``SELECT … FOR UPDATE``); the next ones, in the same transaction, reuse
+    what the transaction itself wrote. Each event is still written at once, in the caller's
+    transaction, right after the one before it, and the head still advances by one event at a time
+    (the database's rules; nothing else in the chain changes). Only the repeated reading and
+    locking of the head is saved. Nested batches join the outer one. Within a savepoint
+    (``begin_nested``), events are appended as without a batch, and the batch forgets the heads,
+    which the savepoint may roll back; so it does when the transaction ends.
+    """
+    if _BATCH in session.info:
+        yield
+        return
+    session.info[_BATCH] = _Batch()
+    try:
+        yield
+    finally:
+        session.info.pop(_BATCH, None)
+
+
 def record(
     session: Session,
     tag: EventTag,
@@ -114,18 +150,34 @@ def record(
     """Append an event to the chain, inside the caller's transaction.
 
     The chain head is locked (``SELECT … FOR UPDATE``; on SQLite the transaction already holds the
-    write lock) until the caller commits, so concurrent writers append one after the other.
+    write lock) until the caller commits, so concurrent writers append one after the other. Within
+    a :func:`batch`, the head is locked and read once per chain.
+
+    The event is written with a Core ``INSERT`` (the returned object carries its values and id but
+    is not part of the session).
     """
     payload = dict(data or {})
     _check_data(payload)
     keys = keys_of(session)
-    head = session.execute(
-        select(AuditChainHead.seq, AuditChainHead.hash)
-        .where(AuditChainHead.chain == chain)
-        .with_for_update()
-    ).one_or_none()
-    if head is None:
-        raise RuntimeError("the audit chain has no head row: run `authsvc db upgrade`")
+    current: _Batch | None = session.info.get(_BATCH)
+    heads: dict[int, tuple[int, str]] | None = None
+    if current is not None:
+        transaction = session.get_transaction()
+        if transaction is None or transaction is not current.transaction:
+            current.heads.clear()  # another transaction: the head must be locked again
+        if session.in_nested_transaction():
+            current.heads.clear()  # a savepoint may roll back what it appends: read afresh after
+        else:
+            heads = current.heads
+    known = heads.get(chain) if heads is not None else None
+    if known is None:
+        if session.autoflush:
+            session.flush()  # pending changes first, then the head is locked (as an ORM query did)
+        head = session.execute(_LOCK_HEAD, {"head_chain": chain}).one_or_none()
+        if head is None:
+            raise RuntimeError("the audit chain has no head row: run `authsvc db upgrade`")
+        known = (head.seq, head.hash)
+    prev_seq, prev_hash = known
     occurred_at = clock.now()
     body = canonical(
         chain=chain,
@@ -136,27 +188,46 @@ def record(
         subject=subject,
         data=payload,
     )
-    digest = link(keys.current, head.hash, body)
-    event = AuditEvent(
-        chain=chain,
-        seq=head.seq + 1,
-        occurred_at=occurred_at,
-        tag=str(tag),
-        actor=actor,
-        subject=subject,
-        data=payload,
-        key_id=keys.current_id,
-        prev_hash=head.hash,
-        hash=digest,
-    )
-    session.add(event)
-    session.flush()  # the event first: the database lets the head advance only to an event
+    digest = link(keys.current, prev_hash, body)
+    values = {
+        "chain": chain,
+        "seq": prev_seq + 1,
+        "occurred_at": occurred_at,
+        "tag": str(tag),
+        "actor": actor,
+        "subject": subject,
+        "data": payload,
+        "key_id": keys.current_id,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    if heads is not None:
+        heads.pop(chain, None)  # known again only once both statements below have succeeded
+    # the event first: the database lets the head advance only to an event
+    inserted = cast("CursorResult[Any]", session.execute(_INSERT_EVENT, values))
     session.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.chain == chain)
-        .values(seq=head.seq + 1, hash=digest)
+        _ADVANCE_HEAD, {"head_chain": chain, "head_seq": prev_seq + 1, "head_hash": digest}
     )
-    return event
+    if current is not None and heads is not None:
+        current.transaction = session.get_transaction()
+        heads[chain] = (prev_seq + 1, digest)
+    key = inserted.inserted_primary_key
+    return AuditEvent(id=key[0] if key else None, **values)
+
+
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEADS = cast(Table, AuditChainHead.__table__)
+_INSERT_EVENT = insert(_EVENTS)
+_LOCK_HEAD = (
+    select(_HEADS.c.seq, _HEADS.c.hash)
+    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .with_for_update()
+)
+_ADVANCE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
 
 
 def cli_actor() -> str:

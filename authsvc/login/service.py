@@ -187,26 +187,27 @@ class Login:
         ip: str | None,
         user_agent: str | None,
     ) -> SignedIn:
-        with self.services.db.transaction() as db:
+        # One read-only unit of work (no write lock) checks the flow and looks the account up; the
+        # final write transaction checks the flow again, so a flow used up meanwhile is refused.
+        with self.services.db.read_transaction() as db:
             flow = self.checked(db, flow_id, binding, csrf)
             if "password" not in self.methods(flow):
                 raise LoginError(
                     "method_not_allowed",
                     "This service needs a full session: sign in with your smartcard.",
                 )
-        try:
-            number = matricules.validate(typed_matricule)
-        except matricules.InvalidMatricule:
-            number = typed_matricule.strip()[:32]
-        wait = self.services.login_failures.wait(number)
-        if wait:
-            raise LoginError(
-                "too_many_requests",
-                "Too many wrong tries for this matricule: wait before trying again.",
-                status=429,
-                retry_after=wait,
-            )
-        with self.services.db.read_transaction() as db:
+            try:
+                number = matricules.validate(typed_matricule)
+            except matricules.InvalidMatricule:
+                number = typed_matricule.strip()[:32]
+            wait = self.services.login_failures.wait(number)
+            if wait:
+                raise LoginError(
+                    "too_many_requests",
+                    "Too many wrong tries for this matricule: wait before trying again.",
+                    status=429,
+                    retry_after=wait,
+                )
             account = db.scalars(
                 select(Account)
                 .join(Professional, Professional.id == Account.professional_id)
@@ -216,7 +217,7 @@ class Login:
             account_id = account.id if account is not None else None
         # the same Argon2 work for an unknown matricule (dummy hash) as for a wrong password
         ok = self.services.passwords.verify(stored, password)
-        with self.services.db.transaction() as db:
+        with self.services.db.transaction() as db, audit.batch(db):
             flow = self.checked(db, flow_id, binding, csrf)
             account = db.get(Account, account_id, with_for_update=True) if account_id else None
             active = account is not None and account.status == AccountStatus.ACTIVE
@@ -312,7 +313,7 @@ class Login:
                 )
             sign_in("smartcard", "failure")
             raise
-        with self.services.db.transaction() as db:
+        with self.services.db.transaction() as db, audit.batch(db):
             flow = self.checked(db, flow_id, binding, csrf)
             bound = db.scalars(
                 select(Card)

@@ -161,8 +161,9 @@ class Sessions:
             .where(ProviderSession.ended_at.is_(None))
             .with_for_update()
         ).all()
-        for session in sessions:
-            self.end(db, session, reason, actor=actor)
+        with audit.batch(db):  # one lock of the audit chain's head for all their events
+            for session in sessions:
+                self.end(db, session, reason, actor=actor)
         return len(sessions)
 
     def end(self, db: Session, session: ProviderSession, reason: str, *, actor: str) -> int:
