@@ -274,14 +274,17 @@ def authorize() -> Response:
 # --- token, userinfo, revocation, introspection --------------------------------------------------
 
 
-def _endpoint(run: Any) -> Response:
+def _endpoint(run: Any, *, read_only: bool = False) -> Response:
+    """Run an Authlib endpoint in one unit of work: a write transaction, or with ``read_only`` a
+    read-only one (on SQLite no ``BEGIN IMMEDIATE``: it waits for no writer)."""
     svc = services()
     svc.keys.ready()
     refused = _client_authentication_problem()
     if refused is not None:
         response = refused
     else:
-        with svc.db.transaction() as db:
+        unit = svc.db.read_transaction() if read_only else svc.db.transaction()
+        with unit as db:
             g.oidc_db = db
             response = run(svc.oidc.server)
     response.headers["Cache-Control"] = "no-store"
@@ -327,7 +330,12 @@ def revoke() -> Response:
 
 @bp.post("/introspect")
 def introspect() -> Response:
-    return _endpoint(lambda server: server.create_endpoint_response("introspection"))
+    # Introspection only reads; a client assertion (private_key_jwt) records its jti, single-use
+    # across instances: that needs the write transaction.
+    return _endpoint(
+        lambda server: server.create_endpoint_response("introspection"),
+        read_only="client_assertion" not in request.form,
+    )
 
 
 def bearer_error(error: str, description: str, status: int = 401) -> Response:
