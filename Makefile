@@ -99,8 +99,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check authsvc migrations tests bench softhsm demo
 	$(BIN)/ruff format --check authsvc migrations tests bench softhsm demo
 
-bench: $(STAMP)
+# the OIDC benchmark drives authsvc and the peer (node oidc-provider) with Debian's wrk
+.PHONY: system-packages-bench
+system-packages-bench:
+	$(call apt_install,wrk nodejs npm)
+
+# every figure of docs/performance.md, one benchmark after the other (about 25 minutes; run it on
+# a machine doing nothing else)
+bench: system-packages-bench $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/directory_import.py
+	$(BIN)/python bench/smartcard_verify.py
+	$(BIN)/python bench/signin.py --results bench/results
+	$(BIN)/python bench/scale.py --results bench/results
+	$(BIN)/python bench/start.py --results bench/results
+	$(BIN)/python bench/start.py --db postgresql --results bench/results
+	$(BIN)/python bench/oidc_vs_peer.py --db both --results bench/results
+	$(BIN)/python bench/plot.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""Benchmark: token-endpoint code exchanges and introspections per second, against the peer.
+"""Benchmark: authsvc's OIDC endpoints, requests per second, against the peer.
 
 Not a test. In one run, on this machine, with the same load generator (Debian's ``wrk``, keep-alive
 connections), it measures the peer of PERFORMANCE.md — panva's node ``oidc-provider`` configured by
@@ -9,14 +9,28 @@ token persisted), and prints the ratios of PERFORMANCE.md's targets:
   authsvc ÷ peer ≥ 1.0 (the peer is asked for ``resource=urn:bench:jwt``, its JWT access tokens);
 - authorization-code exchange (code + PKCE → ID token + access token + refresh token):
   authsvc ÷ the peer's ``client_credentials`` ≥ 0.7;
-- introspection of an access token: authsvc ÷ peer ≥ 1.0.
+- introspection of an access token: authsvc ÷ peer ≥ 1.0;
+- userinfo (GET, ``Authorization: Bearer``) with a user's access token: authsvc ÷ peer ≥ 1.0;
+- discovery (``/.well-known/openid-configuration``) and JWKS (authsvc ``/jwks.json``, the peer's
+  ``jwks_uri`` from its discovery), plain GETs: authsvc ÷ peer ≥ 1.0 (their ``Cache-Control`` and
+  ``ETag`` headers are printed).
+
+It also reports the resident memory (``VmRSS``) of each gunicorn worker at the start, after each
+round and at the end of the runs (PERFORMANCE.md: ≤ 120 MB per worker after 100,000 requests, and
+flat), and the number of requests authsvc served. gunicorn runs with the production settings of
+``gunicorn.conf.py`` (hooks, pool sizing), overridden on the command line: bind, workers, threads,
+keep-alive, and ``--max-requests 0`` so that no worker is recycled during the runs (in production
+workers are recycled every ~20,000 requests, which would hide a leak from this measurement).
 
 What it does, and stops again (on success, error or Ctrl-C): copies the peer into a temporary
 folder and runs ``npm ci`` (``npm install`` without a lock file) there, starts ``node server.mjs``;
 makes a fresh authsvc instance (folder, secret, database: SQLite in the instance, or with
 ``--db postgresql`` a fresh PostgreSQL database, dropped afterwards), runs ``authsvc db upgrade``,
 registers a confidential client (``client_credentials`` and the code grant), an active account with
-a live provider session, and starts ``gunicorn 'authsvc.wsgi:app'``.
+a live provider session, and starts ``gunicorn -c gunicorn.conf.py 'authsvc.wsgi:app'``.
+
+The user's access tokens introspected and sent to userinfo come from real code exchanges; authsvc's
+live 5 minutes, so a fresh one is made before each of those runs (the peer's lives an hour).
 
 The authorization codes are NOT made through the authorization endpoint (tens of thousands of
 sign-ins would take longer than the benchmark): they are inserted into ``authorization_codes`` with
@@ -27,9 +41,13 @@ instead of 60 s. Each wrk thread takes the next code of its own share: none is s
 
 Every wrk run must answer only 2xx (the non-2xx count is printed, and a run with errors is
 reported as invalid); the responses' content is checked once before the runs (tokens present,
-``"active": true``) and the introspected tokens are checked again after them.
+``"active": true``, userinfo's ``sub``, discovery's issuer, JWKS's keys) and the introspected
+tokens are checked again after them.
 
-    .venv/bin/python bench/oidc_vs_peer.py [--db sqlite|postgresql] [--duration 12] [--repeat 3]
+    .venv/bin/python bench/oidc_vs_peer.py [--db sqlite|postgresql|both]
+        [--duration 12] [--repeat 3] [--warmup 2]
+        [--results bench/results]   # also write the JSON line to a file there
+        [--profile]   # then one more run per authsvc endpoint under py-spy (wall, then GIL)
 """
 
 from __future__ import annotations
@@ -55,7 +73,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from importlib.metadata import version
@@ -80,7 +98,11 @@ TARGETS = {  # PERFORMANCE.md: ratio name → (authsvc figure, peer figure, targ
     "token": ("authsvc client_credentials", "peer client_credentials", 1.0),
     "code exchange": ("authsvc code exchange", "peer client_credentials", 0.7),
     "introspection": ("authsvc introspection", "peer introspection", 1.0),
+    "userinfo": ("authsvc userinfo", "peer userinfo", 1.0),
+    "discovery": ("authsvc discovery", "peer discovery", 1.0),
+    "JWKS": ("authsvc JWKS", "peer JWKS", 1.0),
 }
+MEMORY_LIMIT_MB = 120  # PERFORMANCE.md: resident memory per worker after 100,000 requests
 
 
 def say(*args: Any) -> None:
@@ -108,6 +130,18 @@ def post_form(url: str, auth: str, form: dict[str, str]) -> tuple[int, dict[str,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def get(url: str, auth: str | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """A GET: status, headers (lower-case names), JSON body."""
+    request = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, headers, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        headers = {k.lower(): v for k, v in exc.headers.items()}
+        return exc.code, headers, json.loads(exc.read() or b"{}")
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
@@ -166,13 +200,13 @@ def drain(stream: IO[bytes], sink: IO[bytes]) -> None:
         sink.flush()
 
 
-def cpu_seconds(pgid: int, database: str | None = None) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group, and by
-    the PostgreSQL backends serving ``database`` (their title names it).
+def cpu_seconds(pgid: int, database: str | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system, and system alone) used so far by the live processes of a
+    process group, and by the PostgreSQL backends serving ``database`` (their title names it).
 
     Steadier than rates on a busy machine: a server given less CPU answers fewer requests, but
     each request still costs it about the same CPU time."""
-    total = 0
+    total = system = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -186,7 +220,8 @@ def cpu_seconds(pgid: int, database: str | None = None) -> float:
             continue
         if mine:
             total += int(fields[11]) + int(fields[12])  # utime, stime (stat's fields 14, 15)
-    return total / os.sysconf("SC_CLK_TCK")
+            system += int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy() -> float:
@@ -194,6 +229,36 @@ def machine_busy() -> float:
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = ticks[3] + ticks[4]  # idle, iowait
     return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (VmRSS), in MB (10^6 bytes); None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        return None
+    return None
+
+
+def workers_of(master: int) -> list[int]:
+    """The live child processes of ``master`` (gunicorn's workers), by pid."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == master:  # ppid
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def workers_rss(master: int) -> dict[int, float]:
+    return {pid: mb for pid in workers_of(master) if (mb := rss_mb(pid)) is not None}
 
 
 def children_cpu() -> float:
@@ -209,6 +274,7 @@ class Peer:
     base: str
     userinfo_token: str
     pid: int
+    version: str
 
 
 def start_peer(procs: Processes, source: Path, tmp: Path) -> Peer:
@@ -251,7 +317,7 @@ def start_peer(procs: Processes, source: Path, tmp: Path) -> Peer:
                 ready = data
     threading.Thread(target=drain, args=(proc.stdout, log), daemon=True).start()
     say(f"peer: oidc-provider {version}, node {node_version()}, {ready['issuer']}")
-    return Peer(ready["issuer"], ready["userinfo_token"], proc.pid)
+    return Peer(ready["issuer"], ready["userinfo_token"], proc.pid, version)
 
 
 def node_version() -> str:
@@ -432,6 +498,8 @@ class Instance:
     ) -> subprocess.Popen[bytes]:
         argv = [
             str(BIN / "gunicorn"),
+            "--config",
+            str(ROOT / "gunicorn.conf.py"),
             "authsvc.wsgi:app",
             "--bind",
             f"127.0.0.1:{self.port}",
@@ -445,6 +513,8 @@ class Instance:
             "30",
             "--backlog",
             "512",
+            "--max-requests",
+            "0",
         ]
         out = log.open("wb")
         proc = procs.start("authsvc", argv, env=self.env, cwd=ROOT, stdout=out, stderr=out)
@@ -498,6 +568,14 @@ def form_script(path: str, auth: str, body: str) -> str:
     )
 
 
+def get_script(path: str, auth: str | None = None) -> str:
+    """The same GET on every request (with ``Authorization`` when given): wrk's static mode."""
+    script = f"wrk.method = 'GET'\nwrk.path = {lua_str(path)}\n"
+    if auth:
+        script += f"wrk.headers['Authorization'] = {lua_str(auth)}\n"
+    return script + LUA_DONE
+
+
 def codes_script(path: str, auth: str, folder: Path, body_tail: str) -> str:
     """Each request takes the next unused code of its thread's own file (codes-<id>.txt)."""
     return (
@@ -543,6 +621,8 @@ class Run:
     other_cores: float
     codes_taken: int = 0
     codes_exhausted: int = 0
+    #: of which system (kernel) CPU, in milliseconds per request
+    sys_ms: float = 0.0
 
     @property
     def valid(self) -> bool:
@@ -556,7 +636,7 @@ class Server:
     pgid: int
     database: str | None = None
 
-    def cpu(self) -> float:
+    def cpu(self) -> tuple[float, float]:
         return cpu_seconds(self.pgid, self.database)
 
 
@@ -581,13 +661,10 @@ class Wrk:
             str(path),
             url,
         ]
-        cpu0, busy0, wrk0 = server.cpu(), machine_busy(), children_cpu()
+        (cpu0, sys0), busy0, wrk0 = server.cpu(), machine_busy(), children_cpu()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-        cpu, busy, wrk_cpu = (
-            server.cpu() - cpu0,
-            machine_busy() - busy0,
-            children_cpu() - wrk0,
-        )
+        (cpu1, sys1), busy1, wrk1 = server.cpu(), machine_busy(), children_cpu()
+        cpu, system, busy, wrk_cpu = cpu1 - cpu0, sys1 - sys0, busy1 - busy0, wrk1 - wrk0
         line = next((x for x in out.stdout.splitlines() if x.startswith("WRK ")), None)
         if out.returncode != 0 or line is None:
             raise RuntimeError(f"wrk failed ({name}): {out.stderr.strip() or out.stdout.strip()}")
@@ -596,6 +673,7 @@ class Wrk:
         return Run(
             rate=d["requests"] / seconds,
             cpu_ms=1000 * cpu / max(1, d["requests"]),
+            sys_ms=1000 * system / max(1, d["requests"]),
             other_cores=max(0.0, (busy - cpu - wrk_cpu) / seconds),
             requests=d["requests"],
             non2xx=d["status"],
@@ -629,7 +707,12 @@ def check(ok: bool, what: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgresql", "both"],
+        default="sqlite",
+        help="both: SQLite, then PostgreSQL (each with a fresh peer)",
+    )
     parser.add_argument("--duration", type=float, default=12.0, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per endpoint (the median)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per endpoint")
@@ -647,15 +730,38 @@ def main() -> int:
     )
     parser.add_argument("--peer-dir", type=Path, default=PEER_DIR)
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the runs, sample one gunicorn worker with py-spy per authsvc endpoint",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="also write the JSON line to a new file in this folder (e.g. bench/results)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (logs, Lua scripts)"
     )
     args = parser.parse_args()
-    workers = args.workers or 2 * (os.cpu_count() or 1)
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    status = 0
+    for db in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
+        if args.db == "both":
+            say(f"\n=== {db} ===")
+        status = max(status, bench(argparse.Namespace(**{**vars(args), "db": db})))
+        if status == 130:  # interrupted
+            break
+    return status
+
+
+def bench(args: argparse.Namespace) -> int:
+    """One benchmark on one database: 0, 1 (an error or an invalid run) or 130 (interrupted)."""
+    workers = args.workers or 2 * (os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-oidc-"))
     procs = Processes()
     try:
@@ -684,6 +790,115 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def frame_file(frame: str) -> str:
+    """The file of a py-spy frame ``function (path/to/file.py:123)``, shortened: the path inside
+    site-packages, or inside this tree."""
+    where = frame[frame.rfind("(") + 1 :].rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", f"{ROOT}/"):
+        if marker in where:
+            return where.split(marker, 1)[1]
+    return where
+
+
+def top_costs(
+    paths: list[Path], n: int
+) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
+    """From py-spy's raw (folded) stacks of the threads serving a connection (gthread's
+    ``ThreadWorker.handle``): the samples, the share of samples whose innermost frame is in each
+    package (self time; time in C is the Python caller's), and the ``n`` authsvc functions with
+    the largest inclusive share (time in them and in what they call)."""
+    total = 0
+    by_package: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    lines = [line for path in paths for line in path.read_text().splitlines()]
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if "ThreadWorker.handle " not in stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        leaf = frame_file(frames[-1])
+        package = leaf.split("/", 1)[0] if "/" in leaf else leaf
+        by_package[package] = by_package.get(package, 0) + samples
+        seen = set()
+        for frame in frames:
+            file = frame_file(frame)
+            if file.startswith("authsvc/"):
+                seen.add(f"{frame[: frame.rfind(' (')].strip()} ({file})")
+        for name in seen:
+            inclusive[name] = inclusive.get(name, 0) + samples
+
+    def top(counts: dict[str, int]) -> list[tuple[str, float]]:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+        return [(name, count / max(1, total)) for name, count in best]
+
+    return total, top(by_package), top(inclusive)
+
+
+def profile(
+    mode: str,
+    duration: float,
+    tmp: Path,
+    wrk: Wrk,
+    targets: dict[str, tuple[Server, str, Callable[[float], str]]],
+    master: int,
+) -> dict[str, Any]:
+    """One more run of each target with py-spy sampling every gunicorn worker (a keep-alive
+    connection stays with one worker): ``wall``, every thread serving a request, waits included
+    (locks, the database, fsync); ``gil``, only the thread holding the GIL (CPU in Python)."""
+    spy = shutil.which("py-spy") or str(BIN / "py-spy")
+    pids = workers_of(master)
+    what = "threads serving requests" if mode == "wall" else "the thread holding the GIL"
+    say(f"\nprofile ({mode}): py-spy on the {len(pids)} workers' {what}, {duration:.0f} s each")
+    found: dict[str, Any] = {}
+    for name, (who, url, script) in targets.items():
+        recorders = []
+        for pid in pids:
+            out = tmp / f"profile-{mode}-{name.replace(' ', '-')}-{pid}.txt"
+            argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out)]
+            argv += ["--duration", str(max(1, round(duration))), "--rate", "100"]
+            if mode == "gil":
+                argv.append("--gil")
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            recorders.append((out, proc))
+        time.sleep(0.5)  # attached
+        wrk.run(name, url, script(duration), duration, who)
+        outs = []
+        for out, proc in recorders:
+            _, err = proc.communicate(timeout=duration + 60)
+            if proc.returncode == 0 and out.is_file():
+                outs.append(out)
+            else:
+                say(f"  {name}: py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
+        if not outs:
+            continue
+        total, packages, functions = top_costs(outs, 8)
+        found[name] = {
+            "samples": total,
+            "self by package": {k: round(v, 3) for k, v in packages},
+            "authsvc inclusive": {k: round(v, 3) for k, v in functions},
+        }
+        say(
+            f"  {name} ({total} samples): self time by package: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in packages)
+        )
+        for function, share in functions:
+            say(f"      {share:>4.0%}  {function}")
+    return found
+
+
+def machine() -> str:
+    """The CPU model and the number of cores, from /proc/cpuinfo."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = " ".join(line.split(":", 1)[1].split())
+                break
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def measure(
     args: argparse.Namespace,
     workers: int,
@@ -692,12 +907,13 @@ def measure(
     instance: Instance,
     procs: Processes,
 ) -> int:
-    say(f"authsvc: {source_revision()}")
+    revision = source_revision()
+    say(f"authsvc: {revision}")
     workload = instance.prepare()
     server = instance.start(procs, workers, args.threads, tmp / "gunicorn.log")
     model = f"gthread, {args.threads} threads each" if args.threads > 1 else "sync"
     say(
-        f"authsvc: gunicorn {version('gunicorn')}, {workers} workers ({model}) "
+        f"authsvc: gunicorn {version('gunicorn')}, {workers} workers ({model}, never recycled) "
         f"on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
         f"{args.db}, {instance.base}"
     )
@@ -724,34 +940,76 @@ def measure(
     check(status == 200 and body["access_token"].count(".") == 2, f"authsvc token: {body}")
     header = json.loads(b64(body["access_token"].split(".")[0]))
     check(header["alg"] == "ES256" and header["typ"] == "at+jwt", f"authsvc header {header}")
-    [code] = instance.insert_codes(workload, 1, 600)
-    status, body = post_form(
-        f"{instance.base}/token",
-        our_auth,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "code_verifier": workload.verifier,
-        },
-    )
-    check(
-        status == 200 and {"id_token", "access_token", "refresh_token"} <= set(body),
-        f"authsvc code exchange: {body}",
-    )
-    user_access_token = body["access_token"]  # the token a resource server would introspect
+
+    def user_token() -> str:
+        """A user's access token, from one code exchange (checked): authsvc's live 5 minutes."""
+        [code] = instance.insert_codes(workload, 1, 600)
+        status, body = post_form(
+            f"{instance.base}/token",
+            our_auth,
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": workload.verifier,
+            },
+        )
+        check(
+            status == 200 and {"id_token", "access_token", "refresh_token"} <= set(body),
+            f"authsvc code exchange: {body}",
+        )
+        return str(body["access_token"])
+
+    user_access_token = user_token()  # the token a resource server would introspect
     peer_introspect = {"token": peer.userinfo_token, "token_type_hint": "access_token"}
-    our_introspect = {"token": user_access_token, "token_type_hint": "access_token"}
     status, body = post_form(f"{peer.base}/token/introspection", peer_auth, peer_introspect)
     check(status == 200 and body.get("active") is True, f"peer introspection: {body}")
-    status, body = post_form(f"{instance.base}/introspect", our_auth, our_introspect)
+    status, body = post_form(
+        f"{instance.base}/introspect",
+        our_auth,
+        {"token": user_access_token, "token_type_hint": "access_token"},
+    )
     check(status == 200 and body.get("active") is True, f"authsvc introspection: {body}")
     check({"sub", "client_id", "scope", "exp", "acr", "auth_time"} <= set(body), f"{body}")
+
+    # the GET endpoints: paths from each side's discovery
+    status, _, peer_meta = get(f"{peer.base}/.well-known/openid-configuration")
+    check(status == 200 and peer_meta.get("issuer") == peer.base, f"peer discovery: {peer_meta}")
+    status, _, our_meta = get(f"{instance.base}/.well-known/openid-configuration")
+    check(status == 200 and our_meta.get("issuer") == instance.base, f"authsvc discovery {status}")
+    paths = {
+        f"{side} {what}": urllib.parse.urlsplit(meta[key]).path
+        for side, meta in (("peer", peer_meta), ("authsvc", our_meta))
+        for what, key in (
+            ("discovery", "issuer"),
+            ("JWKS", "jwks_uri"),
+            ("userinfo", "userinfo_endpoint"),
+        )
+    }
+    paths["peer discovery"] = paths["authsvc discovery"] = "/.well-known/openid-configuration"
+    bases = {"peer": peer.base, "authsvc": instance.base}
+    caching: dict[str, dict[str, str | None]] = {}
+    for side in bases:
+        for what in ("discovery", "JWKS"):
+            name = f"{side} {what}"
+            status, headers, body = get(bases[side] + paths[name])
+            ok = "issuer" in body if what == "discovery" else bool(body.get("keys"))
+            check(status == 200 and ok, f"{name}: {status} {body}")
+            caching[name] = {k: headers.get(k) for k in ("cache-control", "etag")}
+    say("caching headers (PERFORMANCE.md: discovery and JWKS with correct Cache-Control/ETag):")
+    for name, headers in caching.items():
+        say(f"  {name:<18} Cache-Control: {headers['cache-control']}   ETag: {headers['etag']}")
+    peer_bearer = f"Bearer {peer.userinfo_token}"
+    status, _, body = get(peer.base + paths["peer userinfo"], peer_bearer)
+    check(status == 200 and body.get("sub"), f"peer userinfo: {status} {body}")
+    status, _, body = get(instance.base + paths["authsvc userinfo"], f"Bearer {user_access_token}")
+    check(status == 200 and body.get("sub"), f"authsvc userinfo: {status} {body}")
 
     wrk = Wrk(tmp, args.connections, args.wrk_threads)
     per_run = max(1000, math.ceil(args.max_rate * args.duration))
 
-    def code_files(seconds: float) -> None:
+    def with_codes(seconds: float) -> str:
+        """Fresh codes for a run of ``seconds``, one file per wrk thread; the script."""
         n = max(500, math.ceil(args.max_rate * seconds))
         codes = instance.insert_codes(workload, n, lifetime=3600)
         share = math.ceil(n / args.wrk_threads)
@@ -759,37 +1017,62 @@ def measure(
             (tmp / f"codes-{i}.txt").write_text(
                 "\n".join(codes[i * share : (i + 1) * share]) + "\n"
             )
+        return codes_script("/token", our_auth, tmp, "&" + tail)
+
+    def our_introspection(_seconds: float) -> str:
+        nonlocal user_access_token
+        user_access_token = user_token()
+        body = urllib.parse.urlencode(
+            {"token": user_access_token, "token_type_hint": "access_token"}
+        )
+        return form_script("/introspect", our_auth, body)
+
+    def our_userinfo(_seconds: float) -> str:
+        nonlocal user_access_token
+        user_access_token = user_token()
+        return get_script(paths["authsvc userinfo"], f"Bearer {user_access_token}")
+
+    def static(script: str) -> Callable[[float], str]:
+        return lambda _seconds: script
 
     pg_name = sa.engine.make_url(instance.env["AUTHSVC_DATABASE_URL"]).database
     ours = Server(server.pid, pg_name if args.db == "postgresql" else None)
     theirs = Server(peer.pid)
-    targets: dict[str, tuple[Server, str, str]] = {
+    # name → (who serves it, its URL, the script for a run of so many seconds); peer and authsvc
+    # side by side, so that both see about the same noise
+    targets: dict[str, tuple[Server, str, Callable[[float], str]]] = {
         "peer client_credentials": (
             theirs,
             f"{peer.base}/token",
-            form_script("/token", peer_auth, peer_cc_body),
+            static(form_script("/token", peer_auth, peer_cc_body)),
         ),
         "authsvc client_credentials": (
             ours,
             f"{instance.base}/token",
-            form_script("/token", our_auth, our_cc_body),
+            static(form_script("/token", our_auth, our_cc_body)),
         ),
-        "authsvc code exchange": (
-            ours,
-            f"{instance.base}/token",
-            codes_script("/token", our_auth, tmp, "&" + tail),
-        ),
+        "authsvc code exchange": (ours, f"{instance.base}/token", with_codes),
         "peer introspection": (
             theirs,
             f"{peer.base}/token/introspection",
-            form_script("/token/introspection", peer_auth, urllib.parse.urlencode(peer_introspect)),
+            static(
+                form_script(
+                    "/token/introspection", peer_auth, urllib.parse.urlencode(peer_introspect)
+                )
+            ),
         ),
-        "authsvc introspection": (
-            ours,
-            f"{instance.base}/introspect",
-            form_script("/introspect", our_auth, urllib.parse.urlencode(our_introspect)),
+        "authsvc introspection": (ours, f"{instance.base}/introspect", our_introspection),
+        "peer userinfo": (
+            theirs,
+            peer.base + paths["peer userinfo"],
+            static(get_script(paths["peer userinfo"], peer_bearer)),
         ),
+        "authsvc userinfo": (ours, instance.base + paths["authsvc userinfo"], our_userinfo),
     }
+    for what in ("discovery", "JWKS"):
+        for side, who in (("peer", theirs), ("authsvc", ours)):
+            name = f"{side} {what}"
+            targets[name] = (who, bases[side] + paths[name], static(get_script(paths[name])))
 
     say(
         f"wrk: {args.connections} keep-alive connections, {args.wrk_threads} threads, "
@@ -799,38 +1082,61 @@ def measure(
         f"codes: {per_run:,} per run, INSERTED DIRECTLY into authorization_codes as "
         "save_authorization_code writes them (not through /authorize), living 1 h instead of 60 s"
     )
+    served = 0  # requests authsvc answered to wrk (warm-up included)
+
+    def run_one(name: str, seconds: float) -> Run:
+        nonlocal served
+        who, url, script = targets[name]
+        run = wrk.run(name, url, script(seconds), seconds, who)
+        if who is ours:
+            served += run.requests
+        return run
+
+    rss_start = workers_rss(server.pid)
+    peer_rss_start = rss_mb(peer.pid)
     if args.warmup > 0:
-        for name, (pgid, url, script) in targets.items():
-            if name == "authsvc code exchange":
-                code_files(args.warmup)
-            wrk.run(name, url, script, args.warmup, pgid)
+        for name in targets:
+            run_one(name, args.warmup)
 
     runs: dict[str, list[Run]] = {name: [] for name in targets}
+    rss_rounds: list[dict[int, float]] = []
     for round_ in range(args.repeat):
-        for name, (pgid, url, script) in targets.items():
-            if name == "authsvc code exchange":
-                code_files(args.duration)
-            run = wrk.run(name, url, script, args.duration, pgid)
+        for name in targets:
+            run = run_one(name, args.duration)
             runs[name].append(run)
             flag = "" if run.valid else "   <-- INVALID"
             say(
                 f"  [{round_ + 1}/{args.repeat}] {name:<27}{run.rate:>7,.0f} req/s  "
                 f"non-2xx {run.non2xx}  socket errors {run.socket_errors}  "
                 f"p50 {run.p50_ms:.1f} ms  p99 {run.p99_ms:.0f} ms  "
-                f"cpu {run.cpu_ms:.2f} ms/req  others {run.other_cores:.1f} cores{flag}"
+                f"cpu {run.cpu_ms:.2f} ms/req (sys {run.sys_ms:.2f})  "
+                f"others {run.other_cores:.1f} cores{flag}"
             )
             check(server.poll() is None, "gunicorn is still running")
+        rss_rounds.append(workers_rss(server.pid))
+        say(
+            f"  after round {round_ + 1}: authsvc served {served:,} requests; workers' VmRSS "
+            + " ".join(f"{mb:.1f}" for mb in rss_rounds[-1].values())
+            + " MB"
+        )
 
     # the introspected tokens are still active; the exchanged codes were persisted
     status, body = post_form(f"{peer.base}/token/introspection", peer_auth, peer_introspect)
     check(status == 200 and body.get("active") is True, f"peer introspection after: {body}")
-    status, body = post_form(f"{instance.base}/introspect", our_auth, our_introspect)
+    status, body = post_form(
+        f"{instance.base}/introspect",
+        our_auth,
+        {"token": user_access_token, "token_type_hint": "access_token"},
+    )
     check(status == 200 and body.get("active") is True, f"authsvc introspection after: {body}")
     used = instance.count_used_codes()
     sent = sum(r.requests for r in runs["authsvc code exchange"])
+    rss_end = workers_rss(server.pid)
+    peer_rss_end = rss_mb(peer.pid)
 
     rates = {name: statistics.median(r.rate for r in rs) for name, rs in runs.items()}
     cpu = {name: statistics.median(r.cpu_ms for r in rs) for name, rs in runs.items()}
+    sys_cpu = {name: statistics.median(r.sys_ms for r in rs) for name, rs in runs.items()}
     others = statistics.mean(r.other_cores for rs in runs.values() for r in rs)
     valid = all(r.valid for rs in runs.values() for r in rs)
     say(f"\nmedians of {args.repeat} × {args.duration:.0f} s ({args.db}):")
@@ -838,7 +1144,7 @@ def measure(
         non2xx = sum(r.non2xx for r in rs)
         say(
             f"  {name:<27}{rates[name]:>7,.0f} req/s   non-2xx {non2xx}   "
-            f"server cpu {cpu[name]:.2f} ms/req"
+            f"server cpu {cpu[name]:.2f} ms/req (of which system {sys_cpu[name]:.2f})"
         )
     say(
         f"  code exchanges answered {sent:,}; codes used and tied to a token family "
@@ -850,6 +1156,30 @@ def measure(
     )
     if args.db == "postgresql":
         say("  (authsvc's server cpu includes its PostgreSQL backends)")
+
+    say("\nmemory: VmRSS of each gunicorn worker, MB (PERFORMANCE.md: ≤ 120 MB after 100,000)")
+    same = set(rss_start) == set(rss_end)
+    for pid, mb in rss_start.items():
+        end = rss_end.get(pid)
+        say(
+            f"  worker {pid}: start {mb:.1f}, after each round "
+            + " ".join(f"{r.get(pid, math.nan):.1f}" for r in rss_rounds)
+            + (f", end {end:.1f} ({end - mb:+.1f})" if end is not None else ", gone at the end")
+        )
+    if not same:
+        say(f"  the workers changed during the runs: {sorted(rss_start)} → {sorted(rss_end)}")
+    peak = max(rss_end.values(), default=math.nan)
+    say(
+        f"  authsvc served {served:,} requests to wrk (warm-up included; plus a few checks), "
+        f"~{served / max(1, len(rss_end)):,.0f} per worker; largest worker at the end "
+        f"{peak:.1f} MB: {'≤' if peak <= MEMORY_LIMIT_MB else 'ABOVE'} {MEMORY_LIMIT_MB} MB"
+        + ("" if served >= 100_000 else " (fewer than the target's 100,000 requests)")
+    )
+    say(
+        f"  the peer (one node process): start {peer_rss_start or 0:.1f}, "
+        f"end {peer_rss_end or 0:.1f}"
+    )
+
     say("\nratios (PERFORMANCE.md): req/s ÷ req/s; and by CPU per request, peer ÷ authsvc")
     ratios: dict[str, float] = {}
     cpu_ratios: dict[str, float] = {}
@@ -864,22 +1194,54 @@ def measure(
         )
     if not valid:
         say("\nINVALID: some runs had non-2xx answers or ran out of codes; see above")
+    profiles: dict[str, Any] = {}
+    if args.profile:  # after the measured runs, which it would slow down
+        for mode in ("wall", "gil"):
+            ours_only = {name: t for name, t in targets.items() if t[0] is ours}
+            profiles[mode] = profile(mode, args.duration, tmp, wrk, ours_only, server.pid)
     report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "authsvc": revision,
+        "peer": f"oidc-provider {peer.version}, node {node_version()}",
         "db": args.db,
         "workers": workers,
         "threads": args.threads,
         "duration": args.duration,
         "repeat": args.repeat,
+        "warmup": args.warmup,
         "connections": args.connections,
         "valid": valid,
         **{name: round(rate) for name, rate in rates.items()},
         **{f"ratio {label}": round(r, 3) for label, r in ratios.items()},
         **{f"cpu ms/req {name}": round(c, 3) for name, c in cpu.items()},
         **{f"cpu ratio {label}": round(r, 3) for label, r in cpu_ratios.items()},
+        **{f"sys ms/req {name}": round(c, 3) for name, c in sys_cpu.items()},
         "other cores busy": round(others, 2),
         "non2xx": {name: [r.non2xx for r in rs] for name, rs in runs.items()},
+        "requests": {name: [r.requests for r in rs] for name, rs in runs.items()},
+        "authsvc requests served": served,
+        "worker rss MB": {
+            "start": [round(mb, 1) for mb in rss_start.values()],
+            "rounds": [[round(mb, 1) for mb in r.values()] for r in rss_rounds],
+            "end": [round(mb, 1) for mb in rss_end.values()],
+            "same workers": same,
+        },
+        "peer rss MB": {
+            "start": round(peer_rss_start or 0, 1),
+            "end": round(peer_rss_end or 0, 1),
+        },
+        "caching": caching,
+        **({"profile": profiles} if profiles else {}),
     }
-    print(json.dumps(report), file=sys.stderr, flush=True)
+    line = json.dumps(report)
+    print(line, file=sys.stderr, flush=True)
+    if args.results is not None:
+        args.results.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = args.results / f"oidc-vs-peer-{args.db}-{stamp}.json"
+        path.write_text(line + "\n")
+        say(f"\nwritten to {path}")
     return 0 if valid else 1
 
 
