@@ -99,6 +99,8 @@ def _database_template(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _reset_postgresql(url: str) -> None:
+    from authsvc.audit.service import CHAINS as audit_chains
+
     engine = make_engine(url)
     if migrate.current_revision(engine) != migrate.head_revision():
         migrate.upgrade(engine)  # a test moved the schema
@@ -110,9 +112,11 @@ def _reset_postgresql(url: str) -> None:
         conn.exec_driver_sql(
             "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
         )
-        conn.exec_driver_sql(
-            "INSERT INTO audit_chain_heads (chain, seq, hash) VALUES (0, 0, %s)", ("0" * 64,)
-        )
+        for chain in audit_chains:  # the heads the migrations made
+            conn.exec_driver_sql(
+                "INSERT INTO audit_chain_heads (chain, seq, hash) VALUES (%s, 0, %s)",
+                (chain, "0" * 64),
+            )
         for table in ("audit_events", "audit_chain_heads"):
             conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     engine.dispose()

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,18 @@ from ..clock import Clock, system_clock
 from .keys import AuditKeys
 from .models import GENESIS_HASH, AuditChainHead, AuditEvent
 from .tags import EventTag
+
+#: every chain of the trail (migration 0008): chain 0 for everything but issued tokens, which go to
+#: one of the others, so that token requests on several workers and instances do not all queue for
+#: one head lock; ``verify`` expects every one of them
+CHAINS = range(8)
+TOKEN_CHAINS = range(1, 8)
+
+
+def token_chain() -> int:
+    """The chain of an issued-token event: any of :data:`TOKEN_CHAINS` (spreading the locks)."""
+    return secrets.choice(TOKEN_CHAINS)
+
 
 #: Keys that must never appear in an event's data (SECURITY "Audit": no secret, code, password
 #: or full token). A programming error, refused loudly.
@@ -302,6 +315,10 @@ def verify(session: Session, *, max_problems: int = 20) -> VerifyResult:
     def report(event_id: int | None, seq: int | None, problem: str) -> None:
         if len(result.problems) < max_problems:
             result.problems.append(Problem(event_id, seq, problem))
+
+    for chain in CHAINS:
+        if chain not in heads:
+            report(None, None, f"chain {chain} has no head (removed, with its events?)")
 
     for event in _events(session):
         result.events += 1

@@ -469,7 +469,8 @@ class Helpdesk:
         until: datetime | None = None,
         limit: int = 200,
     ) -> list[AuditEvent]:
-        stmt = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(min(limit, 10000))
+        # newest first across the chains: ids follow the order of the appends
+        stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(min(limit, 10000))
         if subjects:
             stmt = stmt.where(AuditEvent.subject.in_(list(subjects)))
         if tag:
@@ -486,6 +487,7 @@ class Helpdesk:
     def _event(event: AuditEvent) -> dict[str, Any]:
         return {
             "seq": event.seq,
+            "chain": event.chain,
             "at": iso(event.occurred_at),
             "tag": event.tag,
             "actor": event.actor,
@@ -500,10 +502,11 @@ class Helpdesk:
     def events_csv(events: Iterable[AuditEvent]) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["seq", "occurred_at", "tag", "actor", "subject", "data"])
+        writer.writerow(["seq", "occurred_at", "tag", "actor", "subject", "data", "chain"])
         for e in events:
             data = json.dumps(e.data, ensure_ascii=False, sort_keys=True)
             row = [str(e.seq), iso(e.occurred_at) or "", e.tag, e.actor, e.subject or "", data]
+            row.append(str(e.chain))
             # spreadsheet formula injection (OWASP "CSV Injection"): a cell may not start with
             # = + - @ or a tab or carriage return
             writer.writerow(["'" + c if c[:1] in FORMULA_STARTS else c for c in row])

@@ -276,6 +276,7 @@ class Provider:
         audit.record(
             db(),
             EventTag.TOKENS_ISSUED,
+            chain=audit.token_chain(),
             actor=f"client:{client.client_id}",
             subject=f"account:{user.account.id}" if isinstance(user, Grantee) else None,
             data={

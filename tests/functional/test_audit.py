@@ -208,9 +208,11 @@ def test_a_forged_append_without_the_key_is_detected(cli: CLI, trail: Database) 
     """Someone with write access to the database but not the instance secret appends an event
     where the database allows it: its HMAC cannot be right."""
     with trail.engine.begin() as conn:
-        head = conn.execute(text("SELECT seq, hash FROM audit_chain_heads")).one()
+        head = conn.execute(text("SELECT seq, hash FROM audit_chain_heads WHERE chain = 0")).one()
         last = (
-            conn.execute(text("SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1"))
+            conn.execute(
+                text("SELECT * FROM audit_events WHERE chain = 0 ORDER BY seq DESC LIMIT 1")
+            )
             .mappings()
             .one()
         )
@@ -224,7 +226,10 @@ def test_a_forged_append_without_the_key_is_detected(cli: CLI, trail: Database) 
             ),
             forged,
         )
-        conn.execute(text("UPDATE audit_chain_heads SET seq = seq + 1, hash = :h"), {"h": "f" * 64})
+        conn.execute(
+            text("UPDATE audit_chain_heads SET seq = seq + 1, hash = :h WHERE chain = 0"),
+            {"h": "f" * 64},
+        )
     result = cli("audit", "verify", "--json")
     assert result.exit_code == 1
     assert result.json["problems"][0]["seq"] == 6
@@ -337,3 +342,35 @@ def test_verify_while_events_are_appended(db: Database) -> None:
     finally:
         stop.set()
         writer.join()
+
+
+def test_token_events_spread_over_chains_and_each_chain_is_checked(  # type: ignore[no-untyped-def]
+    cli: CLI, trail: Database, services, tamper
+) -> None:
+    """Issued tokens go to chains 1-7 (one head lock each, not one for every token); the trail
+    verifies across all chains, and a chain removed whole — head and events — is noticed."""
+    with trail.transaction() as s:
+        for _ in range(40):
+            audit.record(
+                s,
+                EventTag.TOKENS_ISSUED,
+                chain=audit.token_chain(),
+                actor="client:x",
+                clock=services.clock,
+            )
+    with trail.transaction() as s:
+        used = set(s.scalars(select(AuditEvent.chain).distinct()))
+    assert 0 in used and len(used - {0}) > 1 and used <= set(audit.CHAINS)
+    assert cli("audit", "verify", "--json").json == {
+        **cli("audit", "verify", "--json").json,
+        "ok": True,
+        "events": 45,
+    }
+    victim = min(used - {0})
+    tamper(
+        f"DELETE FROM audit_events WHERE chain = {victim}",
+        f"DELETE FROM audit_chain_heads WHERE chain = {victim}",
+    )
+    result = cli("audit", "verify", "--json")
+    assert result.exit_code == 1
+    assert any(f"chain {victim} has no head" in p["problem"] for p in result.json["problems"])

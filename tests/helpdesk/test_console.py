@@ -574,7 +574,7 @@ def test_csv_export(services, anne, jean, agent) -> None:  # type: ignore[no-unt
     import io
 
     rows = list(csv.reader(io.StringIO(export.get_data(as_text=True))))
-    assert rows[0] == ["seq", "occurred_at", "tag", "actor", "subject", "data"]
+    assert rows[0] == ["seq", "occurred_at", "tag", "actor", "subject", "data", "chain"]
     tags = [r[2] for r in rows[1:]]
     assert "helpdesk:account:locked" in tags
     assert all(
