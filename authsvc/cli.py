@@ -438,7 +438,7 @@ def audit_verify(ctx: click.Context, as_json: bool) -> None:
         for problem in result.problems:
             click.echo(f"TAMPERED {problem}", err=True)
         if result.ok:
-            click.echo(f"audit trail ok: {result.events} events, head {result.heads.get(0, '-')}")
+            click.echo(f"audit trail ok: {result.events} events, head {result.head or '-'}")
     if not result.ok:
         first = result.problems[0]
         error = CommandError(

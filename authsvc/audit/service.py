@@ -278,10 +278,20 @@ class VerifyResult:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def head(self) -> str | None:
+        """One digest of every chain's head: what to keep outside the database (it changes with
+        any event appended to any chain, and proves none was rewritten wholesale)."""
+        if not self.heads:
+            return None
+        text = "\n".join(f"{chain}:{digest}" for chain, digest in sorted(self.heads.items()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {"events": self.events, "ok": self.ok}
         if self.heads:
-            result["head"] = self.heads.get(0) or next(iter(self.heads.values()))
+            result["head"] = self.head
+            result["heads"] = {str(chain): digest for chain, digest in sorted(self.heads.items())}
         if self.problems:
             result["problems"] = [
                 {"event_id": p.event_id, "seq": p.seq, "problem": p.problem} for p in self.problems

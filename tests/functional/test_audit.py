@@ -349,6 +349,8 @@ def test_token_events_spread_over_chains_and_each_chain_is_checked(  # type: ign
 ) -> None:
     """Issued tokens go to chains 1-7 (one head lock each, not one for every token); the trail
     verifies across all chains, and a chain removed whole — head and events — is noticed."""
+    before = cli("audit", "verify", "--json").json
+    assert len(before["heads"]) == len(audit.CHAINS)
     with trail.transaction() as s:
         for _ in range(40):
             audit.record(
@@ -365,6 +367,12 @@ def test_token_events_spread_over_chains_and_each_chain_is_checked(  # type: ign
         **cli("audit", "verify", "--json").json,
         "ok": True,
         "events": 45,
+    }
+    after = cli("audit", "verify", "--json").json
+    # the published head covers every chain: a token event changes it, chain 0 unchanged or not
+    assert after["head"] != before["head"]
+    assert {c for c in after["heads"] if after["heads"][c] != before["heads"][c]} == {
+        str(c) for c in used - {0}
     }
     victim = min(used - {0})
     tamper(
