@@ -7,10 +7,10 @@ Sizing (measured on the project's 2-core machine; bench numbers in docs/deployme
 - ``worker_class = "gthread"``: each worker process serves several requests at once in threads.
   A password sign-in spends most of its time in Argon2id (19 MiB, t=2: 20-100 ms a verification),
   and argon2-cffi releases the GIL while it hashes: another thread of the same process keeps
-  running meanwhile, and two threads verify ~1.4 times as many passwords a second as one on two
-  cores. The rest of a request (JWT signing, SQLAlchemy, templates) holds the GIL, so processes,
-  not threads, are what use the cores, and threads are what cover the waits: PostgreSQL, Redis,
-  a CRL or OCSP fetch (up to 5 s), a back-channel logout.
+  running meanwhile, and two threads verify ~1.9 times as many passwords a second as one on two
+  quiet cores (bench/signin.py). The rest of a request (JWT signing, SQLAlchemy, templates) holds
+  the GIL, so processes, not threads, are what use the cores, and threads are what cover the
+  waits: PostgreSQL, Redis, a CRL or OCSP fetch (up to 5 s), a back-channel logout.
 - ``workers`` = the number of cores (``AUTHSVC_WORKERS``), ``threads`` = 4 (``AUTHSVC_THREADS``).
   More threads do not add CPU; they add Argon2 memory (19 MiB each at once) and connections.
 - Connections: each worker keeps ``threads + 1`` connections to PostgreSQL (its threads and its
