@@ -22,12 +22,10 @@ The target of PERFORMANCE.md: ``authsvc serve`` until discovery answers ≤ 2 s 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.oidc_vs_peer import database
+from bench.oidc_vs_peer import Processes, database
 from bench.report import emit
 
 BIN = Path(sys.executable).parent
@@ -74,21 +72,6 @@ def instance_env(folder: Path, url: str, port: int) -> dict[str, str]:
     return env
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process and its whole group (gunicorn's workers)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def time_to_discovery(argv: list[str], env: dict[str, str], port: int, log: Path) -> float:
     """Seconds from launching ``argv`` until discovery answers 200 on ``port``."""
     url = f"http://127.0.0.1:{port}{DISCOVERY}"
@@ -111,7 +94,7 @@ def time_to_discovery(argv: list[str], env: dict[str, str], port: int, log: Path
                     time.sleep(0.005)
             raise RuntimeError(f"{argv[0]}: no answer within 60 s")
         finally:
-            stop(proc)
+            Processes().stop(proc)  # the process and its group (gunicorn's workers)
 
 
 def run_once(argv: list[str], env: dict[str, str], timeout: float = 60) -> float:
