@@ -2,8 +2,8 @@
 
 Not a test. In one run, on this machine, with the same load generator (Debian's ``wrk``, keep-alive
 connections), it measures the peer of PERFORMANCE.md — panva's node ``oidc-provider`` configured by
-``../shared/peer-oidc-provider/`` (in-memory store) — and authsvc under gunicorn (every code and
-token persisted), and prints the ratios of PERFORMANCE.md's targets:
+``../shared/peer-oidc-provider/`` (in-memory store) — and authsvc under granian or gunicorn
+(``--server``; every code and token persisted), and prints the ratios of PERFORMANCE.md's targets:
 
 - token endpoint, ``client_credentials``, RFC 9068 ES256 JWT access token:
   authsvc ÷ peer ≥ 1.0 (the peer is asked for ``resource=urn:bench:jwt``, its JWT access tokens);
@@ -15,19 +15,27 @@ token persisted), and prints the ratios of PERFORMANCE.md's targets:
   ``jwks_uri`` from its discovery), plain GETs: authsvc ÷ peer ≥ 1.0 (their ``Cache-Control`` and
   ``ETag`` headers are printed).
 
-It also reports the resident memory (``VmRSS``) of each gunicorn worker at the start, after each
+It also reports the resident memory (``VmRSS``) of each server worker at the start, after each
 round and at the end of the runs (PERFORMANCE.md: ≤ 120 MB per worker after 100,000 requests, and
-flat), and the number of requests authsvc served. gunicorn runs with the production settings of
-``gunicorn.conf.py`` (hooks, pool sizing), overridden on the command line: bind, workers, threads,
-keep-alive, and ``--max-requests 0`` so that no worker is recycled during the runs (in production
-workers are recycled every ~20,000 requests, which would hide a leak from this measurement).
+flat), and the number of requests authsvc served. The servers (``--server``):
+
+- ``granian`` (the default: it measured best, docs/deployment.md) runs as docs/deployment.md
+  recommends — ``--interface wsgi --factory 'authsvc.wsgi:worker_app' --http 1 --no-ws``,
+  ``--workers`` processes (default: the number of cores) of ``--threads`` blocking threads each
+  (default 4), the database pool sized as gunicorn.conf.py sizes it (threads + 1, overflow
+  threads), no ``--workers-lifetime`` (no worker is recycled during the runs);
+- ``gunicorn`` runs with the production settings of ``gunicorn.conf.py`` (hooks, pool sizing),
+  overridden on the command line: bind, workers (default: 2 × cores), threads (gthread, or sync
+  with ``--threads 1``), keep-alive, and ``--max-requests 0`` so that no worker is recycled during
+  the runs (in production workers are recycled every ~20,000 requests, which would hide a leak
+  from this measurement).
 
 What it does, and stops again (on success, error or Ctrl-C): copies the peer into a temporary
 folder and runs ``npm ci`` (``npm install`` without a lock file) there, starts ``node server.mjs``;
 makes a fresh authsvc instance (folder, secret, database: SQLite in the instance, or with
 ``--db postgresql`` a fresh PostgreSQL database, dropped afterwards), runs ``authsvc db upgrade``,
 registers a confidential client (``client_credentials`` and the code grant), an active account with
-a live provider session, and starts ``gunicorn -c gunicorn.conf.py 'authsvc.wsgi:app'``.
+a live provider session, and starts the server.
 
 The user's access tokens introspected and sent to userinfo come from real code exchanges; authsvc's
 live 5 minutes, so a fresh one is made before each of those runs (the peer's lives an hour).
@@ -46,6 +54,7 @@ tokens are checked again after them.
 
     .venv/bin/python bench/oidc_vs_peer.py [--db sqlite|postgresql|both]
         [--duration 12] [--repeat 3] [--warmup 2]
+        [--server granian|gunicorn] [--workers N] [--threads N]
         [--results bench/results]   # also write the JSON line to a file there
         [--profile]   # then one more run per authsvc endpoint under py-spy (wall, then GIL)
 """
@@ -101,6 +110,12 @@ TARGETS = {  # PERFORMANCE.md: ratio name → (authsvc figure, peer figure, targ
     "userinfo": ("authsvc userinfo", "peer userinfo", 1.0),
     "discovery": ("authsvc discovery", "peer discovery", 1.0),
     "JWKS": ("authsvc JWKS", "peer JWKS", 1.0),
+}
+#: the WSGI servers --server knows: default threads per worker, and the frame of their stacks that
+#: calls the application (py-spy's profiles count the stacks under it)
+SERVERS: dict[str, dict[str, Any]] = {
+    "granian": {"threads": 4, "marker": "granian/wsgi.py"},
+    "gunicorn": {"threads": 4, "marker": "ThreadWorker.handle "},
 }
 MEMORY_LIMIT_MB = 120  # PERFORMANCE.md: resident memory per worker after 100,000 requests
 
@@ -168,7 +183,7 @@ class Processes:
     started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        # a process group of its own: stopped as a whole (gunicorn's workers, npm's children)
+        # a process group of its own: stopped as a whole (the server's workers, npm's children)
         proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
         self.started.append((name, proc))
         return proc
@@ -243,7 +258,10 @@ def rss_mb(pid: int) -> float | None:
 
 
 def workers_of(master: int) -> list[int]:
-    """The live child processes of ``master`` (gunicorn's workers), by pid."""
+    """The live child processes of ``master`` (gunicorn's or granian's workers), by pid.
+
+    Both servers' masters have no other children: gunicorn forks its workers, granian starts them
+    with multiprocessing (fork on Linux) and uses no resource tracker."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -494,9 +512,53 @@ class Instance:
             )
 
     def start(
-        self, procs: Processes, workers: int, threads: int, log: Path
+        self, procs: Processes, server: str, workers: int, threads: int, log: Path
     ) -> subprocess.Popen[bytes]:
-        argv = [
+        env = self.env
+        argv = (
+            self.granian_argv(workers, threads)
+            if server == "granian"
+            else self.gunicorn_argv(workers, threads)
+        )
+        if server == "granian":  # as gunicorn.conf.py sizes the pool for its threads
+            env = {
+                "AUTHSVC_DB_POOL_SIZE": str(threads + 1),
+                "AUTHSVC_DB_MAX_OVERFLOW": str(threads),
+                **env,
+            }
+        out = log.open("wb")
+        proc = procs.start("authsvc", argv, env=env, cwd=ROOT, stdout=out, stderr=out)
+        try:
+            wait_http(f"{self.base}/.well-known/openid-configuration", proc, server)
+        except RuntimeError as exc:
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            raise RuntimeError("\n".join([str(exc), *tail])) from None
+        return proc
+
+    def granian_argv(self, workers: int, threads: int) -> list[str]:
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--factory",
+            "authsvc.wsgi:worker_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            str(threads),
+            "--http",
+            "1",
+            "--no-ws",
+            "--backlog",
+            "512",
+        ]
+
+    def gunicorn_argv(self, workers: int, threads: int) -> list[str]:
+        return [
             str(BIN / "gunicorn"),
             "--config",
             str(ROOT / "gunicorn.conf.py"),
@@ -516,14 +578,6 @@ class Instance:
             "--max-requests",
             "0",
         ]
-        out = log.open("wb")
-        proc = procs.start("authsvc", argv, env=self.env, cwd=ROOT, stdout=out, stderr=out)
-        try:
-            wait_http(f"{self.base}/.well-known/openid-configuration", proc, "gunicorn")
-        except RuntimeError as exc:
-            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            raise RuntimeError("\n".join([str(exc), *tail])) from None
-        return proc
 
     def close(self) -> None:
         self.services.close()
@@ -719,9 +773,24 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument(
-        "--workers", type=int, default=0, help="gunicorn workers (default: 2 × cores)"
+        "--server",
+        choices=list(SERVERS),
+        default="granian",
+        help="the WSGI server authsvc runs under (default granian: it measured best)",
     )
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes (default: granian the number of cores, gunicorn 2 × cores)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads per worker: granian's blocking threads, gunicorn's gthread threads "
+        "(1: sync); default 4",
+    )
     parser.add_argument(
         "--max-rate",
         type=float,
@@ -732,7 +801,7 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="after the runs, sample one gunicorn worker with py-spy per authsvc endpoint",
+        help="after the runs, sample the server's workers with py-spy per authsvc endpoint",
     )
     parser.add_argument(
         "--results",
@@ -761,7 +830,10 @@ def main() -> int:
 
 def bench(args: argparse.Namespace) -> int:
     """One benchmark on one database: 0, 1 (an error or an invalid run) or 130 (interrupted)."""
-    workers = args.workers or 2 * (os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    workers = args.workers or (cores if args.server == "granian" else 2 * cores)
+    if not args.threads:
+        args.threads = SERVERS[args.server]["threads"]
     tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-oidc-"))
     procs = Processes()
     try:
@@ -801,10 +873,11 @@ def frame_file(frame: str) -> str:
 
 
 def top_costs(
-    paths: list[Path], n: int
+    paths: list[Path], n: int, marker: str = "ThreadWorker.handle "
 ) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
-    """From py-spy's raw (folded) stacks of the threads serving a connection (gthread's
-    ``ThreadWorker.handle``): the samples, the share of samples whose innermost frame is in each
+    """From py-spy's raw (folded) stacks of the threads serving a request (those with ``marker``,
+    the server's frame that calls the application: gthread's ``ThreadWorker.handle``, granian's
+    ``granian/wsgi.py``): the samples, the share of samples whose innermost frame is in each
     package (self time; time in C is the Python caller's), and the ``n`` authsvc functions with
     the largest inclusive share (time in them and in what they call)."""
     total = 0
@@ -813,7 +886,7 @@ def top_costs(
     lines = [line for path in paths for line in path.read_text().splitlines()]
     for line in lines:
         stack, _, count = line.rpartition(" ")
-        if "ThreadWorker.handle " not in stack or not count.isdigit():
+        if marker not in stack or not count.isdigit():
             continue
         samples = int(count)
         total += samples
@@ -843,8 +916,9 @@ def profile(
     wrk: Wrk,
     targets: dict[str, tuple[Server, str, Callable[[float], str]]],
     master: int,
+    marker: str = "ThreadWorker.handle ",
 ) -> dict[str, Any]:
-    """One more run of each target with py-spy sampling every gunicorn worker (a keep-alive
+    """One more run of each target with py-spy sampling every server worker (a keep-alive
     connection stays with one worker): ``wall``, every thread serving a request, waits included
     (locks, the database, fsync); ``gil``, only the thread holding the GIL (CPU in Python)."""
     spy = shutil.which("py-spy") or str(BIN / "py-spy")
@@ -873,7 +947,7 @@ def profile(
                 say(f"  {name}: py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
         if not outs:
             continue
-        total, packages, functions = top_costs(outs, 8)
+        total, packages, functions = top_costs(outs, 8, marker)
         found[name] = {
             "samples": total,
             "self by package": {k: round(v, 3) for k, v in packages},
@@ -910,10 +984,14 @@ def measure(
     revision = source_revision()
     say(f"authsvc: {revision}")
     workload = instance.prepare()
-    server = instance.start(procs, workers, args.threads, tmp / "gunicorn.log")
-    model = f"gthread, {args.threads} threads each" if args.threads > 1 else "sync"
+    server = instance.start(procs, args.server, workers, args.threads, tmp / f"{args.server}.log")
+    if args.server == "granian":
+        model = f"WSGI, {args.threads} blocking threads each"
+    else:
+        model = f"gthread, {args.threads} threads each" if args.threads > 1 else "sync"
+    server_name = f"{args.server} {version(args.server)}"
     say(
-        f"authsvc: gunicorn {version('gunicorn')}, {workers} workers ({model}, never recycled) "
+        f"authsvc: {server_name}, {workers} workers ({model}, never recycled) "
         f"on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
         f"{args.db}, {instance.base}"
     )
@@ -1112,7 +1190,7 @@ def measure(
                 f"cpu {run.cpu_ms:.2f} ms/req (sys {run.sys_ms:.2f})  "
                 f"others {run.other_cores:.1f} cores{flag}"
             )
-            check(server.poll() is None, "gunicorn is still running")
+            check(server.poll() is None, f"{args.server} is still running")
         rss_rounds.append(workers_rss(server.pid))
         say(
             f"  after round {round_ + 1}: authsvc served {served:,} requests; workers' VmRSS "
@@ -1157,7 +1235,8 @@ def measure(
     if args.db == "postgresql":
         say("  (authsvc's server cpu includes its PostgreSQL backends)")
 
-    say("\nmemory: VmRSS of each gunicorn worker, MB (PERFORMANCE.md: ≤ 120 MB after 100,000)")
+    limit = "PERFORMANCE.md: ≤ 120 MB after 100,000"
+    say(f"\nmemory: VmRSS of each {args.server} worker, MB ({limit})")
     same = set(rss_start) == set(rss_end)
     for pid, mb in rss_start.items():
         end = rss_end.get(pid)
@@ -1198,13 +1277,23 @@ def measure(
     if args.profile:  # after the measured runs, which it would slow down
         for mode in ("wall", "gil"):
             ours_only = {name: t for name, t in targets.items() if t[0] is ours}
-            profiles[mode] = profile(mode, args.duration, tmp, wrk, ours_only, server.pid)
+            profiles[mode] = profile(
+                mode,
+                args.duration,
+                tmp,
+                wrk,
+                ours_only,
+                server.pid,
+                str(SERVERS[args.server]["marker"]),
+            )
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "authsvc": revision,
         "peer": f"oidc-provider {peer.version}, node {node_version()}",
         "db": args.db,
+        "server": server_name,
+        "worker model": model,
         "workers": workers,
         "threads": args.threads,
         "duration": args.duration,

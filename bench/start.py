@@ -6,8 +6,9 @@ secret, the database made by ``authsvc db upgrade``, untimed), it starts the ser
 just before the process is launched until that answer. The servers:
 
 - ``authsvc serve`` (the development server, threaded);
-- ``gunicorn -c gunicorn.conf.py 'authsvc.wsgi:app' --workers 2`` (the production configuration,
-  2 workers).
+- a production server with 2 workers (``--server``): ``granian --interface wsgi --factory
+  'authsvc.wsgi:worker_app' --workers 2`` (the default, as docs/deployment.md recommends), or
+  ``gunicorn -c gunicorn.conf.py 'authsvc.wsgi:app' --workers 2``.
 
 It also times, once per repeat, what a start is made of: the interpreter alone (``python -c
 pass``), and in a fresh interpreter ``import authsvc``, ``create_app()`` and the first discovery
@@ -16,7 +17,8 @@ request through Flask's test client, each timed inside that process. Every proce
 
 The target of PERFORMANCE.md: ``authsvc serve`` until discovery answers ≤ 2 s (best of the runs).
 
-    .venv/bin/python bench/start.py [--repeat 3] [--db sqlite|postgresql] [--results bench/results]
+    .venv/bin/python bench/start.py [--repeat 3] [--db sqlite|postgresql]
+        [--server granian|gunicorn] [--results bench/results]
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def time_to_discovery(argv: list[str], env: dict[str, str], port: int, log: Path
                     time.sleep(0.005)
             raise RuntimeError(f"{argv[0]}: no answer within 60 s")
         finally:
-            Processes().stop(proc)  # the process and its group (gunicorn's workers)
+            Processes().stop(proc)  # the process and its group (the server's workers)
 
 
 def run_once(argv: list[str], env: dict[str, str], timeout: float = 60) -> float:
@@ -127,10 +129,41 @@ def breakdown(python: str, env: dict[str, str]) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(out.stdout.splitlines()[-1]).items()}
 
 
-def one_round(kind: str, tmp: Path, i: int) -> dict[str, float]:
+def production_argv(server: str, port: int) -> list[str]:
+    """The production server, 2 workers, as docs/deployment.md runs it."""
+    if server == "granian":
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--factory",
+            "authsvc.wsgi:worker_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--http",
+            "1",
+            "--no-ws",
+        ]
+    return [
+        str(BIN / "gunicorn"),
+        "--config",
+        str(ROOT / "gunicorn.conf.py"),
+        "authsvc.wsgi:app",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+    ]
+
+
+def one_round(kind: str, tmp: Path, i: int, production: str) -> dict[str, float]:
     times: dict[str, float] = {}
     python = str(BIN / "python")
-    for server in ("authsvc serve", "gunicorn, 2 workers"):
+    for server in ("authsvc serve", f"{production}, 2 workers"):
         folder = tmp / f"{i}-{server.split()[0].strip(',')}"
         folder.mkdir()
         with database(kind, folder) as url:
@@ -146,16 +179,7 @@ def one_round(kind: str, tmp: Path, i: int) -> dict[str, float]:
                 times |= breakdown(python, env)
                 argv = [str(BIN / "authsvc"), "serve", "--port", str(port)]
             else:
-                argv = [
-                    str(BIN / "gunicorn"),
-                    "--config",
-                    str(ROOT / "gunicorn.conf.py"),
-                    "authsvc.wsgi:app",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "2",
-                ]
+                argv = production_argv(production, port)
             times[server] = time_to_discovery(argv, env, port, folder / "server.log")
         shutil.rmtree(folder, ignore_errors=True)
     return times
@@ -168,6 +192,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="starts of each (the best counts)")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
+        "--server",
+        choices=["granian", "gunicorn"],
+        default="granian",
+        help="the production server timed after `authsvc serve` (2 workers)",
+    )
+    parser.add_argument(
         "--results", type=Path, default=None, help="also write the JSON line to a file there"
     )
     args = parser.parse_args()
@@ -175,6 +205,7 @@ def main() -> int:
         "bench": "start",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "db": args.db,
+        "server": args.server,
         "repeat": args.repeat,
         "load_before": load(),
     }
@@ -182,7 +213,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="authsvc-bench-start-"))
     try:
         for i in range(args.repeat):
-            rounds.append(one_round(args.db, tmp, i))
+            rounds.append(one_round(args.db, tmp, i, args.server))
     except (RuntimeError, subprocess.SubprocessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -198,7 +229,7 @@ def main() -> int:
         best, median = min(values), statistics.median(values)
         report[name] = {"best s": round(best, 3), "median s": round(median, 3)}
         mark = ""
-        if name in ("authsvc serve", "gunicorn, 2 workers"):
+        if name in ("authsvc serve", f"{args.server}, 2 workers"):
             ratio = best / TARGET
             report[name]["ratio to 2 s"] = round(ratio, 3)
             mark = f"   ÷ {TARGET:.0f} s = {ratio:.2f} ({'met' if ratio <= 1 else 'NOT met'})"
