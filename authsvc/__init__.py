@@ -1,6 +1,7 @@
 """authsvc: the identity provider of a national eHealth platform.
 
-:func:`create_app` builds the Flask application: settings, database, web layer. It does nothing
+:func:`create_app` builds the Flask application: settings, database, web layer (discovery and
+JWKS answered by a WSGI middleware in front of Flask: authsvc/web/fast.py). It does nothing
 else — no schema changes, no network calls — so that it starts in well under a second.
 """
 
@@ -47,4 +48,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.update(overrides)
     app.extensions["authsvc"] = services
     init_web(app)
+    # discovery and JWKS answered before Flask (and before ProxyFix: they depend on no address)
+    from .web.fast import FastPath
+
+    start_outbox = None
+    if app.config.get("AUTHSVC_OUTBOX_WORKER", True):
+        start_outbox = lambda: services.outbox_worker.start()  # noqa: E731 - at its first use
+    app.wsgi_app = FastPath(app.wsgi_app, services, on_first_request=start_outbox)  # type: ignore[method-assign]
     return app

@@ -24,22 +24,40 @@ def content_security_policy(card_agent_origin: str) -> str:
     )
 
 
+def security_headers(card_agent_origin: str, is_https: bool) -> list[tuple[str, str]]:
+    """The security headers every response carries, in the order they are sent (with
+    ``Cache-Control: no-store`` unless the view set one): the Flask path (:func:`init_app`) and
+    the fast path (authsvc/web/fast.py) both send these."""
+    headers = [
+        ("Content-Security-Policy", content_security_policy(card_agent_origin)),
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        # popups we open (the card agent's PIN window) keep their link to the page
+        ("Cross-Origin-Opener-Policy", "same-origin-allow-popups"),
+    ]
+    if is_https:
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
 def init_app(app: Flask) -> None:
-    csp: list[str] = []
+    #: the security headers, and those of them sent after ``Cache-Control`` (HSTS)
+    prepared: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        if not csp:
-            csp.append(content_security_policy(services().settings.card_agent_url))
+        if not prepared:
+            settings = services().settings
+            every = security_headers(settings.card_agent_url, settings.is_https)
+            last = [h for h in every if h[0] == "Strict-Transport-Security"]
+            prepared.append(([h for h in every if h not in last], last))
+        first, last = prepared[0]
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", csp[0])
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        # popups we open (the card agent's PIN window) keep their link to the page
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin-allow-popups")
+        for name, value in first:
+            headers.setdefault(name, value)
         if "Cache-Control" not in headers:
             headers["Cache-Control"] = "no-store"
-        if services().settings.is_https:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        for name, value in last:
+            headers.setdefault(name, value)
         return response
