@@ -92,7 +92,6 @@ class FastPath:
 
         self.inner = inner
         provider = services.oidc
-        keys = services.keys
         self._security = security_headers(
             services.settings.card_agent_url, services.settings.is_https
         )
@@ -102,7 +101,7 @@ class FastPath:
                 lambda: (provider.discovery_json, provider.discovery_etag),
                 DISCOVERY_MAX_AGE,
             ),
-            JWKS_PATH: _Endpoint(JWKS_PATH, keys.jwks, JWKS_MAX_AGE),
+            JWKS_PATH: _Endpoint(JWKS_PATH, lambda: services.keys.jwks(), JWKS_MAX_AGE),
         }
         self._first = on_first_request
         #: (endpoint, method, status class) → the metrics' children, resolved once each
