@@ -50,8 +50,11 @@ def services_of(app: Flask) -> Services:
 def _start_worker_on_first_request(app: Flask) -> None:
     """Deliver the outbox from a thread of each serving process.
 
-    Started at the first request rather than at import, so that it lives in gunicorn's worker
-    processes (not in a master that forks them).
+    Started at the first request rather than at import, so that it lives in the server's worker
+    processes (not in a master that forks them). This is the fallback: gunicorn.conf.py's
+    ``post_worker_init`` and granian's ``--factory 'authsvc.wsgi:worker_app'`` start it as soon
+    as the worker has built its application, and a first request answered before Flask
+    (discovery, JWKS: authsvc/web/fast.py) starts it too.
     """
 
     @app.before_request
