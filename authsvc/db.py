@@ -9,8 +9,13 @@ SQLite (the embedded default) is opened in WAL mode with foreign keys on and ful
 a unit of work starts with ``BEGIN IMMEDIATE`` (writers queue on SQLite's lock instead of failing
 when a read transaction tries to become a write transaction), a read-only one
 (:meth:`Database.read_transaction`) with a plain ``BEGIN``, which in WAL mode reads a snapshot
-without blocking anyone. PostgreSQL gets a bounded pool with pre-ping and a connect timeout;
-read-only units of work run in ``REPEATABLE READ``, one consistent snapshot.
+without blocking anyone. SQLite has one writer at a time, and a writer that finds the lock taken
+polls for it, sleeping 1, 2, 5, 10… ms between tries (its busy handler): under load most of a
+writer's time went to those sleeps. So writers first queue on :class:`WriterQueue` — a lock
+shared by the threads of a process and, through ``flock`` on a file beside the database, by every
+process on the host — which wakes the next writer the moment the last one commits. PostgreSQL gets
+a bounded pool with pre-ping and a connect timeout; read-only units of work run in
+``REPEATABLE READ``, one consistent snapshot.
 
 Each session carries :attr:`Database.session_info` in ``session.info`` (e.g. the audit chain's
 key), so that services find it without taking it as an argument.
@@ -18,14 +23,17 @@ key), so that services find it without taking it as an argument.
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, Executable, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -87,6 +95,176 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get("authsvc_read_only", False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class WriterQueue:
+    """Writers of one SQLite file, one at a time, woken in turn (see the module's docstring).
+
+    A thread takes the process's lock, then an exclusive ``flock`` on ``<database>.writers``
+    (the kernel queues the processes and wakes one at the release, with no polling). Re-entrant
+    within a thread: a unit of work opened inside another (which SQLite itself would refuse after
+    its busy timeout) keeps its old behaviour instead of deadlocking here. Writers that do not
+    come through here (another program, the ``sqlite3`` shell) still meet SQLite's own lock and
+    busy timeout, as before.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".writers")
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int:
+        # one descriptor per process: a forked child (gunicorn, granian workers) opens its own,
+        # since a descriptor inherited from the parent would share the parent's lock
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)  # waits without holding the GIL
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._file(), fcntl.LOCK_UN)
+
+
+class DeferredWrites:
+    """Writes recorded while a request only reads, made later in one short write transaction.
+
+    A token request authenticates its client, signs its token and builds its audit event without
+    needing the write lock; on SQLite, a ``BEGIN IMMEDIATE`` taken at the start would hold the
+    database's only write lock through all of that Python work, and writers on every worker would
+    queue for it. Recorded here instead, the statements (:meth:`execute`) and the steps that must
+    read inside the write transaction (:meth:`later`, e.g. appending to the audit chain) run in
+    order by :meth:`apply`, in the caller's write transaction: all of them, or none. Nothing is
+    answered before that transaction commits.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[Callable[[Session], object]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._steps)
+
+    def execute(
+        self, statement: Executable, params: dict[str, Any], *, expect_row: bool = False
+    ) -> None:
+        """Record a statement; with ``expect_row``, :meth:`apply` raises :class:`StaleRead` if
+        it changes no row (a guard: what the request read no longer holds)."""
+
+        def step(session: Session) -> None:
+            result = session.execute(statement, params)
+            if expect_row and not result.rowcount:  # type: ignore[attr-defined]
+                raise StaleRead(str(statement).split("\n", 1)[0])
+
+        self._steps.append(step)
+
+    def later(self, step: Callable[[Session], object]) -> None:
+        self._steps.append(step)
+
+    def apply(self, session: Session) -> None:
+        for step in self._steps:
+            step(session)
+
+
+class GroupCommit:
+    """The deferred writes of this process's concurrent requests, committed together.
+
+    A commit is durable only once it is on disk (SQLite's ``synchronous = FULL``, PostgreSQL's
+    WAL flush): one ``fsync`` each, and on SQLite the only write lock is held meanwhile, so that
+    commits, not the CPU, limited the token endpoint. Here the first request to arrive commits
+    its writes at once (it leads); those that arrive while it does wait, and the next of them
+    commits all of theirs in one transaction, one ``fsync`` for all (group commit, as databases
+    do in their own logs). Nobody's response is sent before its own writes are committed, and
+    every request's writes are still made whole or not at all: when a transaction of several
+    fails, it is rolled back and each request's writes are made again alone, so that one
+    request's failure (a client disabled meanwhile) is its own.
+
+    ``around`` wraps each transaction (the audit trail's :func:`~authsvc.audit.service.batch`:
+    the chain head is read once per transaction).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        around: Callable[[Session], AbstractContextManager[object]] | None = None,
+    ) -> None:
+        self._db = db
+        self._around = around
+        self._changed = threading.Condition()
+        self._pending: list[_Ticket] = []
+        self._busy = False
+        #: transactions made, and writes committed, since the start (metrics, tests)
+        self.transactions = 0
+        self.committed = 0
+
+    def commit(self, writes: DeferredWrites) -> None:
+        """Make ``writes`` in a transaction, maybe with others'; raise what made them fail."""
+        ticket = _Ticket(writes)
+        with self._changed:
+            self._pending.append(ticket)
+            while self._busy and not ticket.done:
+                self._changed.wait()
+            if not ticket.done:
+                self._busy = True
+                group, self._pending = self._pending, []
+        if not ticket.done:
+            try:
+                self._run(group)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _run(self, group: list[_Ticket]) -> None:
+        try:
+            self._transaction(group)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+            else:  # each alone: the failure is the one request's, not the others'
+                for ticket in group:
+                    try:
+                        self._transaction([ticket])
+                    except Exception as alone:
+                        ticket.error = alone
+        finally:
+            for ticket in group:
+                ticket.done = True
+
+    def _transaction(self, group: list[_Ticket]) -> None:
+        with self._db.transaction() as session:
+            if self._around is None:
+                for ticket in group:
+                    ticket.writes.apply(session)
+            else:
+                with self._around(session):
+                    for ticket in group:
+                        ticket.writes.apply(session)
+        self.transactions += 1
+        self.committed += len(group)
+
+
+@dataclass(eq=False)
+class _Ticket:
+    writes: DeferredWrites
+    done: bool = False
+    error: Exception | None = None
+
+
+class StaleRead(Exception):
+    """A guarded deferred write found that what the request had read has changed meanwhile."""
 
 
 class DatabaseMissing(Exception):
@@ -157,6 +335,9 @@ class Database:
             authsvc_read_only=True,
             **({"isolation_level": "REPEATABLE READ"} if self.dialect == "postgresql" else {}),
         )
+        path = sqlite_path(url) if self.dialect == "sqlite" else None
+        on_disk = path is not None and str(path) != ":memory:"
+        self.writers: WriterQueue | None = WriterQueue(path) if on_disk else None  # type: ignore[arg-type]
 
     @property
     def dialect(self) -> str:
@@ -169,7 +350,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed when the block ends, rolled back if it raises."""
-        with self._sessions() as session, session.begin():
+        if self.writers is None:
+            with self._sessions() as session, session.begin():
+                yield session
+            return
+        with self.writers.turn(), self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

@@ -42,8 +42,13 @@ CHAINS = range(8)
 TOKEN_CHAINS = range(1, 8)
 
 
-def token_chain() -> int:
-    """The chain of an issued-token event: any of :data:`TOKEN_CHAINS` (spreading the locks)."""
+def token_chain(session: Session | None = None) -> int:
+    """The chain of an issued-token event: any of :data:`TOKEN_CHAINS` (spreading the locks),
+    but one for all the events of a :func:`batch` (one head locked per transaction: two batches
+    that locked heads in different orders would deadlock)."""
+    current = session.info.get(_BATCH) if session is not None else None
+    if isinstance(current, _Batch):
+        return current.token_chain
     return secrets.choice(TOKEN_CHAINS)
 
 
@@ -125,6 +130,8 @@ class _Batch:
     transaction: object | None = None
     #: chain number -> (seq, hash) of the head as this transaction left it, once locked
     heads: dict[int, tuple[int, str]] = field(default_factory=dict)
+    #: the chain of its issued-token events (:func:`token_chain`)
+    token_chain: int = field(default_factory=lambda: secrets.choice(TOKEN_CHAINS))
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.jwk import KeySet
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from ..audit import service as audit
@@ -58,7 +59,8 @@ class ClientView(ClientMixin):  # type: ignore[misc]
     hasher: KeyedHasher = field(repr=False)
 
     @classmethod
-    def of(cls, row: Client, hasher: KeyedHasher) -> ClientView:
+    def of(cls, row: Client | Row[Any], hasher: KeyedHasher) -> ClientView:
+        """From a :class:`Client` or a row of the ``clients`` table."""
         return cls(
             client_id=row.client_id,
             name=row.name,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
@@ -40,13 +41,14 @@ from authlib.oidc.core.grants.util import validate_nonce
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..accounts.models import Account, AccountStatus
 from ..audit import service as audit
 from ..audit.tags import EventTag
+from ..db import DeferredWrites, GroupCommit
 from ..directory.models import Professional
 from ..metrics import tokens_issued
 from ..security.secrets import Purpose
@@ -67,9 +69,26 @@ log = logging.getLogger("authsvc.oidc")
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 
+#: a client, as :class:`ClientView` reads it (a Core query: no ORM object to build and track)
+_CLIENT = select(*cast(Table, Client.__table__).c).where(Client.client_id == bindparam("client_id"))
+
+
+#: how long a client read for a client_credentials request is used again (its metadata: a scope
+#: or grant taken from it takes this long to be seen; disabling it or a new secret, no time)
+CLIENT_CACHE_SECONDS = 5.0
+#: clients remembered at most (the cache starts afresh beyond; there are a few dozen clients)
+CLIENT_CACHE_SIZE = 1000
+
+
 def db() -> Session:
     """The transaction of the current endpoint request."""
     return g.oidc_db  # type: ignore[no-any-return]
+
+
+def deferred() -> DeferredWrites | None:
+    """Where this request's writes go when its transaction only reads (a client_credentials
+    request: views._endpoint), else None: they are made at once in :func:`db`."""
+    return g.get("oidc_writes")
 
 
 @dataclass
@@ -158,6 +177,10 @@ class Provider:
         self.issuer = services.settings.issuer
         self.tokens: Tokens = services.tokens
         self.server = AuthorizationServer()
+        #: the deferred writes of this process's requests, committed in groups (views._endpoint)
+        self.commits = GroupCommit(services.db, around=audit.batch)
+        #: client id -> (time.monotonic() when read, the client): :meth:`cached_client`
+        self._clients: dict[str, tuple[float, ClientView]] = {}
 
     def init_app(self, app: Flask) -> None:
         server = self.server
@@ -192,10 +215,37 @@ class Provider:
     def query_client(self, client_id: str) -> ClientView | None:
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
-        row = db().get(Client, client_id)
+        if deferred() is not None:
+            return self.cached_client(client_id)
+        return self._load_client(db(), client_id)
+
+    def _load_client(self, session: Session, client_id: str) -> ClientView | None:
+        row = session.execute(_CLIENT, {"client_id": client_id}).one_or_none()
         if row is None or row.disabled_at is not None:
             return None
         return ClientView.of(row, self.services.hasher)
+
+    def cached_client(self, client_id: str) -> ClientView | None:
+        """The client as read at most :data:`CLIENT_CACHE_SECONDS` ago (unknown ones are not
+        remembered). Only for requests whose writes re-check, when they are made, that the client
+        is still enabled with the same secret (:meth:`Tokens.new_service_family`): a client
+        disabled or given a new secret gets nothing more at once, on every instance."""
+        now = time.monotonic()
+        cached = self._clients.get(client_id)
+        if cached is not None and now - cached[0] < CLIENT_CACHE_SECONDS:
+            return cached[1]
+        with self.services.db.read_transaction() as session:
+            client = self._load_client(session, client_id)
+        if client is None:
+            self._clients.pop(client_id, None)
+        else:
+            if len(self._clients) >= CLIENT_CACHE_SIZE:
+                self._clients.clear()
+            self._clients[client_id] = (now, client)
+        return client
+
+    def forget_clients(self) -> None:
+        self._clients.clear()
 
     # --- tokens ---
 
@@ -208,17 +258,18 @@ class Provider:
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        session = db()
         scope = scope or ""
         if user is None:  # client_credentials: the service in its own name
             # what it registered, never more (RFC 6749 §3.3); openid means a person: not here
             scope = " ".join(s for s in client.get_allowed_scope(scope).split() if s != "openid")
-            family = self.tokens.new_family(
-                session, client_id=client.client_id, account_id=None, session_id=None, scope=scope
+            later = deferred()
+            writes = later if later is not None else db()
+            family_id = self.tokens.new_service_family(
+                writes, client_id=client.client_id, secret_hash=client.secret_hash, scope=scope
             )
             access = self.tokens.access_token(
-                session,
-                family=family,
+                writes,
+                family_id=family_id,
                 client_id=client.client_id,
                 sub=client.client_id,
                 scope=scope,
@@ -231,21 +282,19 @@ class Provider:
                 "expires_in": access.expires_in,
                 "scope": scope,
             }
+        session = db()
         if user.family_id is None:
-            family = self.tokens.new_family(
+            user.family_id = self.tokens.new_family(
                 session,
                 client_id=client.client_id,
                 account_id=user.account.id,
                 session_id=user.session_id,
                 scope=scope,
             )
-            user.family_id = family.id
-        else:
-            family = session.get_one(TokenFamily, user.family_id)
         sub = subject(user.account, client.client_id, client.subject_type, self.services.hasher)
         access = self.tokens.access_token(
             session,
-            family=family,
+            family_id=user.family_id,
             client_id=client.client_id,
             sub=sub,
             scope=scope,
@@ -261,7 +310,7 @@ class Provider:
         }
         if include_refresh_token and client.check_grant_type("refresh_token"):
             token["refresh_token"] = self.tokens.refresh_token(
-                session, family=family, session_expires_at=user.session_expires_at
+                session, family_id=user.family_id, session_expires_at=user.session_expires_at
             )
         return token
 
@@ -273,21 +322,31 @@ class Provider:
         if isinstance(code, CodeView) and isinstance(user, Grantee):
             code.row.family_id = user.family_id
         client = request.client
-        audit.record(
-            db(),
-            EventTag.TOKENS_ISSUED,
-            chain=audit.token_chain(),
-            actor=f"client:{client.client_id}",
-            subject=f"account:{user.account.id}" if isinstance(user, Grantee) else None,
-            data={
-                "grant_type": request.payload.grant_type,
-                "scope": token.get("scope"),
-                "family": str(user.family_id) if isinstance(user, Grantee) else None,
-                "acr": user.acr if isinstance(user, Grantee) else None,
-            },
-            clock=self.services.clock,
-        )
-        tokens_issued(request.payload.grant_type)
+        grant_type = request.payload.grant_type
+        data = {
+            "grant_type": grant_type,
+            "scope": token.get("scope"),
+            "family": str(user.family_id) if isinstance(user, Grantee) else None,
+            "acr": user.acr if isinstance(user, Grantee) else None,
+        }
+
+        def issued(session: Session) -> None:
+            audit.record(
+                session,
+                EventTag.TOKENS_ISSUED,
+                chain=audit.token_chain(session),
+                actor=f"client:{client.client_id}",
+                subject=f"account:{user.account.id}" if isinstance(user, Grantee) else None,
+                data=data,
+                clock=self.services.clock,
+            )
+            tokens_issued(grant_type)
+
+        writes = deferred()
+        if writes is not None:
+            writes.later(issued)
+        else:
+            issued(db())
 
     def grantee(
         self, session: Session, account_id: uuid.UUID, session_id: str | None

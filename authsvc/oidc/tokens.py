@@ -14,21 +14,46 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from ..clock import Clock
+from ..db import DeferredWrites, StaleRead
 from ..security.secrets import KeyedHasher, Purpose, random_token
 from .keys import KeyStore
-from .models import AccessToken, RefreshToken, TokenFamily
+from .models import AccessToken, Client, RefreshToken, TokenFamily
 
 ACCESS_TOKEN_LIFETIME = 300
 ID_TOKEN_LIFETIME = 300
 CODE_LIFETIME = 60
 #: a refresh token unused this long expires (it never outlives its session anyway)
 REFRESH_TOKEN_LIFETIME = timedelta(hours=12)
+
+# Issuing writes with Core statements, each executed at once in the caller's transaction: a token
+# request is a few inserts, and the ORM's unit of work (identity map, flush ordering) cost more
+# than the inserts themselves.
+_INSERT_FAMILY = insert(cast(Table, TokenFamily.__table__))
+_INSERT_ACCESS = insert(cast(Table, AccessToken.__table__))
+_INSERT_REFRESH = insert(cast(Table, RefreshToken.__table__))
+_FAMILIES = cast(Table, TokenFamily.__table__)
+_CLIENTS = cast(Table, Client.__table__)
+_INSERT_SERVICE_FAMILY = insert(_FAMILIES).from_select(
+    ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
+    select(
+        bindparam("family_id", type_=_FAMILIES.c.id.type),
+        _CLIENTS.c.client_id,
+        null(),
+        null(),
+        bindparam("scope", type_=_FAMILIES.c.scope.type),
+        bindparam("created_at", type_=_FAMILIES.c.created_at.type),
+    ).where(
+        _CLIENTS.c.client_id == bindparam("client_id"),
+        _CLIENTS.c.disabled_at.is_(None),
+        _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
+    ),
+).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is kept only when asked
 
 
 @dataclass(frozen=True)
@@ -50,30 +75,54 @@ class Tokens:
 
     def new_family(
         self,
-        db: Session,
+        db: Session | DeferredWrites,
         *,
         client_id: str,
         account_id: uuid.UUID | None,
         session_id: str | None,
         scope: str,
-    ) -> TokenFamily:
-        family = TokenFamily(
-            id=uuid.uuid4(),
-            client_id=client_id,
-            account_id=account_id,
-            session_id=session_id,
-            scope=scope,
-            created_at=self.clock.now(),
+    ) -> uuid.UUID:
+        """A new family, written at once (before the tokens that refer to it); its id."""
+        family_id = uuid.uuid4()
+        db.execute(
+            _INSERT_FAMILY,
+            {
+                "id": family_id,
+                "client_id": client_id,
+                "account_id": account_id,
+                "session_id": session_id,
+                "scope": scope,
+                "created_at": self.clock.now(),
+            },
         )
-        db.add(family)
-        db.flush()  # before the tokens that refer to it
-        return family
+        return family_id
+
+    def new_service_family(
+        self, db: Session | DeferredWrites, *, client_id: str, secret_hash: str | None, scope: str
+    ) -> uuid.UUID:
+        """The family of a client_credentials grant, written only if the client is, when the
+        write is made, still registered and enabled with the secret it authenticated with (the
+        client may have been read from a cache, or in an earlier transaction): otherwise
+        :class:`~authsvc.db.StaleRead`, and nothing is issued."""
+        family_id = uuid.uuid4()
+        params = {
+            "family_id": family_id,
+            "client_id": client_id,
+            "secret_hash": secret_hash,
+            "scope": scope,
+            "created_at": self.clock.now(),
+        }
+        if isinstance(db, DeferredWrites):
+            db.execute(_INSERT_SERVICE_FAMILY, params, expect_row=True)
+        elif not db.execute(_INSERT_SERVICE_FAMILY, params).rowcount:  # type: ignore[attr-defined]
+            raise StaleRead("the client changed")
+        return family_id
 
     def access_token(
         self,
-        db: Session,
+        db: Session | DeferredWrites,
         *,
-        family: TokenFamily,
+        family_id: uuid.UUID,
         client_id: str,
         sub: str,
         scope: str,
@@ -102,30 +151,38 @@ class Tokens:
         if sid is not None:
             claims["sid"] = sid
         token = self.keys.sign(claims, typ="at+jwt")
-        db.add(
-            AccessToken(
-                jti=jti,
-                family_id=family.id,
-                expires_at=now + timedelta(seconds=expires_in),
-            )
+        db.execute(
+            _INSERT_ACCESS,
+            {
+                "jti": jti,
+                "family_id": family_id,
+                "expires_at": now + timedelta(seconds=expires_in),
+                "revoked_at": None,
+            },
         )
         return IssuedAccessToken(token, jti, expires_in, claims)
 
     def refresh_token(
-        self, db: Session, *, family: TokenFamily, session_expires_at: datetime | None
+        self,
+        db: Session | DeferredWrites,
+        *,
+        family_id: uuid.UUID,
+        session_expires_at: datetime | None,
     ) -> str:
         now = self.clock.now()
         token = random_token(32)
         expires = now + REFRESH_TOKEN_LIFETIME
         if session_expires_at is not None:
             expires = min(expires, session_expires_at)
-        db.add(
-            RefreshToken(
-                token_hash=self.hasher.hash(Purpose.REFRESH_TOKEN, token),
-                family_id=family.id,
-                created_at=now,
-                expires_at=expires,
-            )
+        db.execute(
+            _INSERT_REFRESH,
+            {
+                "token_hash": self.hasher.hash(Purpose.REFRESH_TOKEN, token),
+                "family_id": family_id,
+                "created_at": now,
+                "expires_at": expires,
+                "used_at": None,
+            },
         )
         return token
 

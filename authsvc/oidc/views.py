@@ -19,14 +19,17 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from flask import Blueprint, Response, g, redirect, render_template, request
 from markupsafe import Markup
+from sqlalchemy.exc import IntegrityError
 
 from .. import matricule as matricules
+from ..db import DeferredWrites, StaleRead
 from ..web import services
 from ..web.i18n import LANGUAGES, NAMES, gettext, negotiate
 from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, user_claims
 from .clients import ClientView
 from .keys import JWKS_MAX_AGE
 from .logout import needs_confirmation
+from .server import Provider
 
 bp = Blueprint("oidc", __name__)
 
@@ -274,21 +277,53 @@ def authorize() -> Response:
 # --- token, userinfo, revocation, introspection --------------------------------------------------
 
 
-def _endpoint(run: Any, *, read_only: bool = False) -> Response:
+def _endpoint(run: Any, *, read_only: bool = False, defer_writes: bool = False) -> Response:
     """Run an Authlib endpoint in one unit of work: a write transaction, or with ``read_only`` a
-    read-only one (on SQLite no ``BEGIN IMMEDIATE``: it waits for no writer)."""
+    read-only one (on SQLite no ``BEGIN IMMEDIATE``: it waits for no writer).
+
+    With ``defer_writes``, the endpoint runs outside any transaction (the client comes from
+    :meth:`Provider.cached_client`) and records its writes (:class:`~authsvc.db.DeferredWrites`),
+    which are then made in a short write transaction that re-checks the client, together with
+    those of the process's other requests (:class:`~authsvc.db.GroupCommit`); the response goes
+    out only once that has committed. For requests whose writes depend on no row they lock
+    (a client_credentials grant): the write lock is held for the writes only.
+    """
     svc = services()
     svc.keys.ready()
     refused = _client_authentication_problem()
     if refused is not None:
         response = refused
+    elif defer_writes:
+        writes = DeferredWrites()
+        g.oidc_writes = writes
+        try:
+            response = run(svc.oidc.server)
+        finally:
+            g.pop("oidc_writes", None)
+        if writes and response.status_code == 200:
+            try:
+                svc.oidc.commits.commit(writes)
+            except (StaleRead, IntegrityError):
+                response = _client_changed(svc.oidc)
     else:
         unit = svc.db.read_transaction() if read_only else svc.db.transaction()
-        with unit as db:
-            g.oidc_db = db
-            response = run(svc.oidc.server)
+        try:
+            with unit as db:
+                g.oidc_db = db
+                response = run(svc.oidc.server)
+        except StaleRead:
+            response = _client_changed(svc.oidc)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def _client_changed(provider: Provider) -> Response:
+    """The client was disabled, deleted or given a new secret while its request was served:
+    nothing was issued (the transaction rolled back), and the next requests read clients afresh."""
+    provider.forget_clients()
+    response = _oauth_error(401, "invalid_client", "The client is no longer valid.")
+    response.headers["WWW-Authenticate"] = 'Basic realm="authsvc"'
     return response
 
 
@@ -320,7 +355,14 @@ def _oauth_error(status: int, error: str, description: str) -> Response:
 
 @bp.post("/token")
 def token() -> Response:
-    return _endpoint(lambda server: server.create_token_response())
+    # a client_credentials grant reads the client, then only inserts: its writes are deferred
+    # (a client assertion is recorded as used while authenticating: that needs the write lock)
+    form = request.form
+    return _endpoint(
+        lambda server: server.create_token_response(),
+        defer_writes=form.get("grant_type") == "client_credentials"
+        and "client_assertion" not in form,
+    )
 
 
 @bp.post("/revoke")
