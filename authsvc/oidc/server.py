@@ -56,8 +56,14 @@ from ..sessions.models import ProviderSession
 from ..sessions.service import IDLE_TIMEOUT, TOUCH_EVERY, acr_of
 from .claims import subject, user_claims
 from .clients import ASSERTION_ALGORITHMS, AUTH_METHODS, ClientView
-from .models import AccessToken, AuthorizationCode, Client, RefreshToken, TokenFamily, UsedAssertion
-from .tokens import ACCESS_TOKEN_LIFETIME, CODE_LIFETIME, ID_TOKEN_LIFETIME, Tokens
+from .models import AuthorizationCode, Client, RefreshToken, TokenFamily, UsedAssertion
+from .tokens import (
+    ACCESS_TOKEN_LIFETIME,
+    CODE_LIFETIME,
+    ID_TOKEN_LIFETIME,
+    RegisteredAccess,
+    Tokens,
+)
 
 if TYPE_CHECKING:
     from ..app import Services
@@ -147,7 +153,7 @@ class TokenRecord:
 
     kind: str  # "refresh_token" or "access_token"
     client_id: str
-    family: TokenFamily
+    family: TokenFamily | RegisteredAccess
     expires_at: datetime
     revoked: bool
     scope: str
@@ -690,16 +696,15 @@ def _access_record(
     claims = provider.tokens.decode_access(token)
     if claims is None:
         return None
-    row = session.get(AccessToken, claims["jti"])
-    if row is None:
+    found = provider.tokens.registered_access(session, claims["jti"])
+    if found is None:
         return None
-    family = session.get_one(TokenFamily, row.family_id)
     return TokenRecord(
         kind="access_token",
-        client_id=family.client_id,
-        family=family,
-        expires_at=row.expires_at,
-        revoked=row.revoked_at is not None,
+        client_id=found.client_id,
+        family=found,
+        expires_at=found.expires_at,
+        revoked=found.token_revoked,
         scope=str(claims.get("scope", "")),
         claims=claims,
         now=now,

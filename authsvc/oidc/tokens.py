@@ -19,9 +19,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
+from ..accounts.models import Account, AccountStatus
 from ..clock import Clock
 from ..db import DeferredWrites, StaleRead
+from ..directory.models import Professional
 from ..security.secrets import KeyedHasher, Purpose, random_token
+from .claims import Released
 from .keys import KeyStore
 from .models import AccessToken, Client, RefreshToken, TokenFamily
 
@@ -39,21 +42,73 @@ _INSERT_ACCESS = insert(cast(Table, AccessToken.__table__))
 _INSERT_REFRESH = insert(cast(Table, RefreshToken.__table__))
 _FAMILIES = cast(Table, TokenFamily.__table__)
 _CLIENTS = cast(Table, Client.__table__)
-_INSERT_SERVICE_FAMILY = insert(_FAMILIES).from_select(
-    ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
+_INSERT_SERVICE_FAMILY = (
+    insert(_FAMILIES)
+    .from_select(
+        ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
+        select(
+            bindparam("family_id", type_=_FAMILIES.c.id.type),
+            _CLIENTS.c.client_id,
+            null(),
+            null(),
+            bindparam("scope", type_=_FAMILIES.c.scope.type),
+            bindparam("created_at", type_=_FAMILIES.c.created_at.type),
+        ).where(
+            _CLIENTS.c.client_id == bindparam("client_id"),
+            _CLIENTS.c.disabled_at.is_(None),
+            _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
+        ),
+    )
+    .execution_options(preserve_rowcount=True)
+)  # an INSERT's rowcount is kept only when asked
+
+
+@dataclass(frozen=True)
+class RegisteredAccess:
+    """An access token's registration, and its family (what introspection and userinfo read)."""
+
+    expires_at: datetime
+    token_revoked: bool
+    id: uuid.UUID  # the family's
+    client_id: str
+    account_id: uuid.UUID | None
+    session_id: str | None
+    scope: str
+    revoked_at: datetime | None  # the family's
+
+
+_REGISTERED_ACCESS = (
     select(
-        bindparam("family_id", type_=_FAMILIES.c.id.type),
-        _CLIENTS.c.client_id,
-        null(),
-        null(),
-        bindparam("scope", type_=_FAMILIES.c.scope.type),
-        bindparam("created_at", type_=_FAMILIES.c.created_at.type),
-    ).where(
-        _CLIENTS.c.client_id == bindparam("client_id"),
-        _CLIENTS.c.disabled_at.is_(None),
-        _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
-    ),
-).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is kept only when asked
+        AccessToken.expires_at,
+        AccessToken.revoked_at.is_not(None),
+        TokenFamily.id,
+        TokenFamily.client_id,
+        TokenFamily.account_id,
+        TokenFamily.session_id,
+        TokenFamily.scope,
+        TokenFamily.revoked_at,
+    )
+    .join(TokenFamily, TokenFamily.id == AccessToken.family_id)
+    .where(AccessToken.jti == bindparam("jti"))
+)
+
+
+_ACCESS_FOR_PERSON = (
+    _REGISTERED_ACCESS.add_columns(
+        Professional.given_name,
+        Professional.family_name,
+        Professional.profession,
+        Professional.provider_code,
+        Professional.matricule,
+        Account.email,
+        Account.email_verified_at,
+    )
+    .outerjoin(
+        Account,
+        (Account.id == TokenFamily.account_id) & (Account.status == AccountStatus.ACTIVE),
+    )
+    .outerjoin(Professional, Professional.id == Account.professional_id)
+)
 
 
 @dataclass(frozen=True)
@@ -213,18 +268,52 @@ class Tokens:
             return None
         return claims
 
-    def active_access(self, db: Session, token: str) -> tuple[dict[str, Any], TokenFamily] | None:
+    def registered_access(self, db: Session, jti: str) -> RegisteredAccess | None:
+        """The registration of an access token and its family, in one query."""
+        row = db.execute(_REGISTERED_ACCESS, {"jti": jti}).one_or_none()
+        return None if row is None else RegisteredAccess(*row)
+
+    def active_access(
+        self, db: Session, token: str
+    ) -> tuple[dict[str, Any], RegisteredAccess] | None:
         """An access token's claims and family, if it is valid, unrevoked, and so is its family."""
         claims = self.decode_access(token)
         if claims is None:
             return None
-        row = db.get(AccessToken, claims["jti"])
-        if row is None or row.revoked_at is not None:
+        found = self.registered_access(db, claims["jti"])
+        if found is None or found.token_revoked or found.revoked_at is not None:
             return None
-        family = db.get(TokenFamily, row.family_id)
-        if family is None or family.revoked_at is not None:
+        return claims, found
+
+    def active_access_for_person(
+        self, db: Session, token: str
+    ) -> tuple[dict[str, Any], RegisteredAccess, Released | None] | None:
+        """:meth:`active_access`, with what may be released of the person behind it (None when
+        the token is a service's own, or the account is not active), in one query (userinfo)."""
+        claims = self.decode_access(token)
+        if claims is None:
             return None
-        return claims, family
+        row = db.execute(_ACCESS_FOR_PERSON, {"jti": claims["jti"]}).one_or_none()
+        if row is None:
+            return None
+        found = RegisteredAccess(*row[:8])
+        if found.token_revoked or found.revoked_at is not None:
+            return None
+        given_name, family_name, profession, provider_code, matricule, email, verified_at = row[8:]
+        person = (
+            None
+            if given_name is None
+            else Released(
+                given_name=given_name,
+                family_name=family_name,
+                profession=profession,
+                provider_code=provider_code,
+                matricule=matricule,
+                email=email,
+                email_verified=verified_at is not None,
+            )
+        )
+        return claims, found, person
 
     # --- revoking ---
 

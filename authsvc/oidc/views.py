@@ -25,7 +25,7 @@ from .. import matricule as matricules
 from ..db import DeferredWrites, StaleRead
 from ..web import services
 from ..web.i18n import LANGUAGES, NAMES, gettext, negotiate
-from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, user_claims
+from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, released_claims
 from .clients import ClientView
 from .keys import JWKS_MAX_AGE
 from .logout import needs_confirmation
@@ -410,17 +410,15 @@ def userinfo() -> Response:
         return response
     svc.keys.ready()
     with svc.db.read_transaction() as db:
-        active = svc.tokens.active_access(db, token)
-        if active is None:
-            return bearer_error("invalid_token", "The access token is not valid.")
-        claims, family = active
-        if family.account_id is None or "openid" not in str(claims.get("scope", "")).split():
-            return bearer_error("insufficient_scope", "The token does not carry openid.", 403)
-        found = svc.accounts.with_professional(db, family.account_id)
-        if found is None:
-            return bearer_error("invalid_token", "The account is not active.")
-        account, professional = found
-        body = {"sub": claims["sub"], **user_claims(account, professional, str(claims["scope"]))}
+        active = svc.tokens.active_access_for_person(db, token)
+    if active is None:
+        return bearer_error("invalid_token", "The access token is not valid.")
+    claims, family, person = active
+    if family.account_id is None or "openid" not in str(claims.get("scope", "")).split():
+        return bearer_error("insufficient_scope", "The token does not carry openid.", 403)
+    if person is None:
+        return bearer_error("invalid_token", "The account is not active.")
+    body = {"sub": claims["sub"], **released_claims(person, str(claims["scope"]))}
     response = Response(json.dumps(body), mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
