@@ -41,7 +41,7 @@ from authlib.oidc.core.grants.util import validate_nonce
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -114,11 +114,46 @@ class Grantee:
         return str(self.account.id)
 
 
+_CODES = cast(Table, AuthorizationCode.__table__)
+#: a code, burned as it is found (UPDATE … RETURNING: SQLite 3.35+, PostgreSQL)
+_BURN_CODE = (
+    update(_CODES)
+    .where(
+        _CODES.c.code_hash == bindparam("b_code_hash"),
+        _CODES.c.client_id == bindparam("b_client_id"),
+        _CODES.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("b_now"))
+    .returning(*_CODES.c)
+)
+#: a code that was not burned just now: what a replay needs (locked, as the revocation follows)
+_USED_CODE = (
+    select(_CODES.c.client_id, _CODES.c.account_id, _CODES.c.family_id)
+    .where(_CODES.c.code_hash == bindparam("code_hash"), _CODES.c.used_at.is_not(None))
+    .with_for_update()
+)
+#: the family a code's exchange created: a replay of the code revokes it
+_LINK_CODE = (
+    update(_CODES)
+    .where(_CODES.c.code_hash == bindparam("b_code_hash"))
+    .values(family_id=bindparam("b_family_id"))
+)
+
+
+#: the person behind a grant and their session, in one query (Provider.grantee)
+_GRANTEE = (
+    select(Account, ProviderSession, Professional)
+    .join(Professional, Professional.id == Account.professional_id)
+    .join(ProviderSession, ProviderSession.account_id == Account.id)
+    .where(Account.id == bindparam("account_id"), ProviderSession.id == bindparam("session_id"))
+)
+
+
 @dataclass
 class CodeView:
     """An authorization code as Authlib sees it (AuthorizationCodeMixin)."""
 
-    row: AuthorizationCode
+    row: Any  # a row of authorization_codes
 
     @property
     def code_challenge(self) -> str:
@@ -326,7 +361,9 @@ class Provider:
         code = getattr(request, "authorization_code", None)
         user = getattr(request, "user", None)
         if isinstance(code, CodeView) and isinstance(user, Grantee):
-            code.row.family_id = user.family_id
+            db().execute(
+                _LINK_CODE, {"b_code_hash": code.row.code_hash, "b_family_id": user.family_id}
+            )
         client = request.client
         grant_type = request.payload.grant_type
         data = {
@@ -358,19 +395,24 @@ class Provider:
         self, session: Session, account_id: uuid.UUID, session_id: str | None
     ) -> Grantee | None:
         """The person and their live session, or None (the grant is refused)."""
-        account = session.get(Account, account_id)
-        if account is None or account.status != AccountStatus.ACTIVE or session_id is None:
+        if session_id is None:
             return None
-        live = session.get(ProviderSession, session_id)
+        found = session.execute(
+            _GRANTEE, {"account_id": account_id, "session_id": session_id}
+        ).one_or_none()
+        if found is None:
+            return None
+        account, live, professional = found
+        if account.status != AccountStatus.ACTIVE:
+            return None
         now = self.services.clock.now()
-        if live is None or live.ended_at is not None or now >= live.expires_at:
+        if live.ended_at is not None or now >= live.expires_at:
             return None
         # the session's idle rule holds here too; a relying service's refresh is activity in it
         if now - live.last_seen_at >= IDLE_TIMEOUT:
             return None
         if now - live.last_seen_at >= TOUCH_EVERY:
             live.last_seen_at = now
-        professional = session.get_one(Professional, account.professional_id)
         return Grantee(
             account=account,
             professional=professional,
@@ -486,37 +528,36 @@ def make_code_grant(provider: Provider) -> type:
             if not isinstance(code, str) or len(code) > 200:
                 return None
             session = db()
-            row = session.scalars(
-                select(AuthorizationCode)
-                .where(
-                    AuthorizationCode.code_hash
-                    == provider.services.hasher.hash(Purpose.AUTHORIZATION_CODE, code)
-                )
-                .with_for_update()
-            ).one_or_none()
-            if row is None or row.client_id != client.client_id:
-                return None
+            code_hash = provider.services.hasher.hash(Purpose.AUTHORIZATION_CODE, code)
             now = provider.services.clock.now()
-            if row.used_at is not None:
-                # RFC 6749 §4.1.2 / RFC 9700: a second use revokes what the first issued
-                if row.family_id is not None:
-                    provider.tokens.revoke_family(
-                        session, row.family_id, "authorization code replayed"
-                    )
-                audit.record(
-                    session,
-                    EventTag.CODE_REPLAYED,
-                    actor=f"client:{client.client_id}",
-                    subject=f"account:{row.account_id}",
-                    data={"family": str(row.family_id) if row.family_id else None},
-                    clock=provider.services.clock,
-                )
-                log.warning("authorization code replayed by client %s", client.client_id)
-                return None
-            row.used_at = now  # burned, whatever happens next in this exchange
+            # burned in the statement that finds it, whatever happens next in this exchange: of
+            # two exchanges racing on one code, exactly one gets the row back
+            row = session.execute(
+                _BURN_CODE,
+                {"b_code_hash": code_hash, "b_client_id": client.client_id, "b_now": now},
+            ).one_or_none()
+            if row is None:
+                replayed = session.execute(_USED_CODE, {"code_hash": code_hash}).one_or_none()
+                if replayed is not None and replayed.client_id == client.client_id:
+                    self.replayed(session, replayed, client)
+                return None  # unknown, another client's, or used before
             if now >= row.expires_at:
                 return None
             return CodeView(row)
+
+        def replayed(self, session: Session, row: Any, client: ClientView) -> None:
+            """RFC 6749 §4.1.2 / RFC 9700: a second use revokes what the first issued."""
+            if row.family_id is not None:
+                provider.tokens.revoke_family(session, row.family_id, "authorization code replayed")
+            audit.record(
+                session,
+                EventTag.CODE_REPLAYED,
+                actor=f"client:{client.client_id}",
+                subject=f"account:{row.account_id}",
+                data={"family": str(row.family_id) if row.family_id else None},
+                clock=provider.services.clock,
+            )
+            log.warning("authorization code replayed by client %s", client.client_id)
 
         def delete_authorization_code(self, authorization_code: CodeView) -> None:
             pass  # kept (used) until purged, so that a replay is recognised
