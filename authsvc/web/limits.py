@@ -100,5 +100,11 @@ def init_app(app: Flask, storage_uri: str, *, key_prefix: str | None = None) -> 
         view = app.view_functions.get(endpoint)
         if view is not None:
             app.view_functions[endpoint] = limiter.limit(limit)(view)  # type: ignore[assignment]
+    # Every limit is a route's own (above): its decorator checks it. There are no default,
+    # application or blueprint limits, which are all the extension's before_request hook looks
+    # for; on every request (the token endpoint, introspection…) it found none, at a cost.
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:
+        hooks.remove(limiter._check_request_limit)
     app.extensions["authsvc_limiter"] = limiter
     return limiter
