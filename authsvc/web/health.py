@@ -9,36 +9,31 @@ and the instance stays healthy on it; a schema older than this version needs is 
 from __future__ import annotations
 
 import logging
-from functools import cache
 
-from alembic.script import ScriptDirectory
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import migrate
+from .. import schema_version
 from . import services
 
 log = logging.getLogger("authsvc.health")
 bp = Blueprint("health", __name__)
 
 
-@cache
 def _head() -> str | None:
-    return migrate.head_revision()
+    return schema_version.shipped().head
 
 
-@cache
 def _known() -> frozenset[str]:
     """Every revision this version ships."""
-    scripts = ScriptDirectory.from_config(migrate.alembic_config())
-    return frozenset(script.revision for script in scripts.walk_revisions())
+    return schema_version.shipped().known
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     engine = services().db.engine
     try:
-        current = migrate.current_revision(engine)
+        current = schema_version.current(engine)
     except SQLAlchemyError as exc:
         log.warning("healthz: database unreachable: %s", exc.__class__.__name__)
         return jsonify(status="unavailable", database="unreachable"), 503

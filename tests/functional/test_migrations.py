@@ -51,3 +51,32 @@ def test_concurrent_upgrades_take_turns(db: Database, env: dict[str, str]) -> No
     results = [(p.wait(60), p.communicate()[1]) for p in procs]
     assert [code for code, _ in results] == [0, 0], results
     assert migrate.current_revision(db.engine) == migrate.head_revision()
+
+
+def test_the_serving_processes_schema_check_is_alembics(db: Database) -> None:
+    """/healthz reads the revisions without Alembic (authsvc/schema_version.py): the same answers."""
+    import subprocess
+    import sys
+
+    from alembic.script import ScriptDirectory
+
+    from authsvc import schema_version
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    shipped = schema_version.shipped()
+    assert shipped.known == {s.revision for s in scripts.walk_revisions()}
+    assert shipped.head == scripts.get_current_head() == migrate.head_revision()
+    assert schema_version.current(db.engine) == migrate.current_revision(db.engine)
+    migrate.downgrade(db.engine, "0007")
+    assert schema_version.current(db.engine) == migrate.current_revision(db.engine) == "0007"
+    migrate.downgrade(db.engine, "base")
+    assert schema_version.current(db.engine) is None
+    migrate.upgrade(db.engine)
+    assert schema_version.current(db.engine) == shipped.head
+    # and a serving process does not load Alembic (nor Mako, nor Pygments): ~10 MB per worker
+    code = (
+        "import sys; from authsvc import create_app; import authsvc.web.health; "
+        "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
