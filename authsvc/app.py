@@ -200,11 +200,9 @@ class Services:
         return self.hasher.hash(Purpose.FLOW_BINDING, f"logout\n{session_cookie or ''}")[:32]
 
     def logout_csrf_ok(self, token: str | None, session_cookie: str | None) -> bool:
-        import hmac
+        from .security.secrets import equal
 
-        return isinstance(token, str) and hmac.compare_digest(
-            token, self.logout_csrf(session_cookie)
-        )
+        return isinstance(token, str) and equal(token, self.logout_csrf(session_cookie))
 
     def close(self) -> None:
         if "outbox_worker" in self.__dict__:

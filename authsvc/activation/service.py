@@ -10,7 +10,6 @@ doing anything. Counters that limit guessing (wrong letter codes, wrong email co
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from ..pki.certificates import ValidatedCertificate
 from ..pki.challenges import Challenge
 from ..security.passwords import PasswordHasher, WeakPassword, check_policy
 from ..security.secrets import KeyedHasher, Purpose, random_digits, random_token
+from ..security.secrets import equal as secrets_equal
 from ..security.throttle import FailureThrottle
 from . import letters
 from .flows import ActivationFlow
@@ -280,7 +280,7 @@ class ActivationService:
         self, session: Session, flow_id: str, binding: str | None, csrf: Any, event: Event
     ) -> tuple[ActivationFlow, State]:
         flow = self.load(session, flow_id, binding, lock=True)
-        if not isinstance(csrf, str) or not hmac.compare_digest(csrf, flow.csrf_token):
+        if not isinstance(csrf, str) or not secrets_equal(csrf, flow.csrf_token):
             raise ActivationError(
                 "invalid_csrf_token",
                 "The request's csrf_token does not match the flow.",

@@ -270,7 +270,9 @@ def create_app(settings: AgentSettings, reader: Reader, *, clock: Clock = system
 
     def _own_request(request_id: str) -> AuthRequest | None:
         auth = store.get(request_id)
-        if auth is None or not hmac.compare_digest(auth.origin, g.origin or ""):
+        if auth is None or not hmac.compare_digest(
+            auth.origin.encode("utf-8"), (g.origin or "").encode("utf-8")
+        ):
             return None
         return auth
 

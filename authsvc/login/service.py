@@ -15,7 +15,6 @@ unlocks it).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from ..oidc.claims import ACR_HIGH, AMR_CARD, AMR_PASSWORD
 from ..pki.challenges import Challenge, issue_challenge
 from ..pki.errors import CardRefused
 from ..security.secrets import Purpose, random_token
+from ..security.secrets import equal as secrets_equal
 from ..sessions.service import Opened
 from .models import LoginFlow
 
@@ -134,7 +134,7 @@ class Login:
 
     def checked(self, db: Session, flow_id: str, binding: str | None, csrf: Any) -> LoginFlow:
         flow = self.load(db, flow_id, binding)
-        if not isinstance(csrf, str) or not hmac.compare_digest(csrf, flow.csrf_token):
+        if not isinstance(csrf, str) or not secrets_equal(csrf, flow.csrf_token):
             raise LoginError(
                 "invalid_csrf_token",
                 "The request's csrf_token does not match the flow.",

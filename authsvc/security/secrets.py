@@ -89,6 +89,17 @@ class KeyedHasher:
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
 
+def equal(given: str, expected: str) -> bool:
+    """Constant-time comparison of a value the client sent with the expected one.
+
+    As UTF-8 bytes: ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters (a
+    ``TypeError``, which was a 500 for a CSRF token of ``"é"``); lone surrogates, which JSON can
+    carry, are encoded as they are and simply do not match."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def random_code(length: int, alphabet: str = CODE_ALPHABET) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
