@@ -63,11 +63,12 @@ def main() -> int:
     width = 0.38
     for ax, db in zip(axes[:, 0], dbs, strict=True):
         r = reports[db]
+        server = str(r.get("server", "gunicorn")).split()[0]  # older results: gunicorn only
         xs = range(len(ENDPOINTS))
         peer = [r[p] for _, _, p, _, _ in ENDPOINTS]
         ours = [r[a] for _, a, _, _, _ in ENDPOINTS]
         ax.bar([x - width / 2 for x in xs], peer, width, label="peer: node oidc-provider (memory)")
-        ax.bar([x + width / 2 for x in xs], ours, width, label=f"authsvc, gunicorn, {db}")
+        ax.bar([x + width / 2 for x in xs], ours, width, label=f"authsvc, {server}, {db}")
         for x, (_, _, _, ratio, target), p, a in zip(xs, ENDPOINTS, peer, ours, strict=True):
             value = r[f"ratio {ratio}"]
             verdict = "met" if value >= target else "not met"
