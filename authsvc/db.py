@@ -241,6 +241,8 @@ class GroupCommit:
                         ticket.error = alone
         finally:
             for ticket in group:
+                if not ticket.committed and ticket.error is None:  # interrupted (worker stopping)
+                    ticket.error = InterruptedError("the group commit was interrupted")
                 ticket.done = True
 
     def _transaction(self, group: list[_Ticket]) -> None:
@@ -252,6 +254,8 @@ class GroupCommit:
                 with self._around(session):
                     for ticket in group:
                         ticket.writes.apply(session)
+        for ticket in group:
+            ticket.committed = True
         self.transactions += 1
         self.committed += len(group)
 
@@ -260,6 +264,7 @@ class GroupCommit:
 class _Ticket:
     writes: DeferredWrites
     done: bool = False
+    committed: bool = False
     error: Exception | None = None
 
 

@@ -205,3 +205,22 @@ def test_concurrent_requests_all_committed(services: Any, client_id: str, db_kin
     assert commits.committed == 120
     assert commits.transactions <= 120
     assert audit_ok(services.db) == events_before + 120
+
+
+def test_an_interrupted_group_commit_never_answers_as_committed(
+    services: Any, client_id: str
+) -> None:
+    """A worker stopping in the middle (an exception that is not an Exception): the request is
+    told its writes failed, never that they were made."""
+    commits = GroupCommit(services.db)
+    writes = family_writes(services, client_id, "cut")
+
+    def stop(session: Any) -> None:
+        raise KeyboardInterrupt
+
+    writes.later(stop)
+    with pytest.raises((KeyboardInterrupt, InterruptedError)):
+        commits.commit(writes)
+    assert families(services.db) == []
+    commits.commit(family_writes(services, client_id, "after"))
+    assert families(services.db) == ["after"]
