@@ -379,6 +379,52 @@ class Workload:
     challenge: str
 
 
+def server_argv(server: str, port: int, workers: int, threads: int) -> list[str]:
+    """The command line of authsvc's production server on 127.0.0.1:``port`` (docs/deployment.md),
+    with what a benchmark needs on top: a larger backlog, and no worker recycled during the runs."""
+    if server == "granian":
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--factory",
+            "authsvc.wsgi:worker_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            str(threads),
+            "--http",
+            "1",
+            "--no-ws",
+            "--backlog",
+            "512",
+        ]
+    return [
+        str(BIN / "gunicorn"),
+        "--config",
+        str(ROOT / "gunicorn.conf.py"),
+        "authsvc.wsgi:app",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread" if threads > 1 else "sync",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "30",
+        "--backlog",
+        "512",
+        "--max-requests",
+        "0",
+    ]
+
+
 class Instance:
     """A fresh authsvc instance: its settings, and its services in this process (to prepare)."""
 
@@ -515,11 +561,7 @@ class Instance:
         self, procs: Processes, server: str, workers: int, threads: int, log: Path
     ) -> subprocess.Popen[bytes]:
         env = self.env
-        argv = (
-            self.granian_argv(workers, threads)
-            if server == "granian"
-            else self.gunicorn_argv(workers, threads)
-        )
+        argv = server_argv(server, self.port, workers, threads)
         if server == "granian":  # as gunicorn.conf.py sizes the pool for its threads
             env = {
                 "AUTHSVC_DB_POOL_SIZE": str(threads + 1),
@@ -534,50 +576,6 @@ class Instance:
             tail = log.read_text(errors="replace").strip().splitlines()[-15:]
             raise RuntimeError("\n".join([str(exc), *tail])) from None
         return proc
-
-    def granian_argv(self, workers: int, threads: int) -> list[str]:
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--factory",
-            "authsvc.wsgi:worker_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-            "--blocking-threads",
-            str(threads),
-            "--http",
-            "1",
-            "--no-ws",
-            "--backlog",
-            "512",
-        ]
-
-    def gunicorn_argv(self, workers: int, threads: int) -> list[str]:
-        return [
-            str(BIN / "gunicorn"),
-            "--config",
-            str(ROOT / "gunicorn.conf.py"),
-            "authsvc.wsgi:app",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread" if threads > 1 else "sync",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "30",
-            "--backlog",
-            "512",
-            "--max-requests",
-            "0",
-        ]
 
     def close(self) -> None:
         self.services.close()

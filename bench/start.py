@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.oidc_vs_peer import Processes, database
+from bench.oidc_vs_peer import Processes, database, server_argv
 from bench.report import emit
 
 BIN = Path(sys.executable).parent
@@ -130,34 +130,8 @@ def breakdown(python: str, env: dict[str, str]) -> dict[str, float]:
 
 
 def production_argv(server: str, port: int) -> list[str]:
-    """The production server, 2 workers, as docs/deployment.md runs it."""
-    if server == "granian":
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--factory",
-            "authsvc.wsgi:worker_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--http",
-            "1",
-            "--no-ws",
-        ]
-    return [
-        str(BIN / "gunicorn"),
-        "--config",
-        str(ROOT / "gunicorn.conf.py"),
-        "authsvc.wsgi:app",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-    ]
+    """The production server, 2 workers of 4 threads, as docs/deployment.md runs it."""
+    return server_argv(server, port, 2, 4)
 
 
 def one_round(kind: str, tmp: Path, i: int, production: str) -> dict[str, float]:
