@@ -151,6 +151,8 @@ class DeferredWrites:
 
     def __init__(self) -> None:
         self._steps: list[Callable[[Session], object]] = []
+        #: run once the writes are committed (:class:`GroupCommit` may retry the steps)
+        self.committed: list[Callable[[], object]] = []
 
     def __bool__(self) -> bool:
         return bool(self._steps)
@@ -170,6 +172,9 @@ class DeferredWrites:
 
     def later(self, step: Callable[[Session], object]) -> None:
         self._steps.append(step)
+
+    def on_commit(self, callback: Callable[[], object]) -> None:
+        self.committed.append(callback)
 
     def apply(self, session: Session) -> None:
         for step in self._steps:
@@ -226,6 +231,8 @@ class GroupCommit:
                     self._changed.notify_all()
         if ticket.error is not None:
             raise ticket.error
+        for callback in writes.committed:
+            callback()
 
     def _run(self, group: list[_Ticket]) -> None:
         try:

@@ -383,13 +383,14 @@ class Provider:
                 data=data,
                 clock=self.services.clock,
             )
-            tokens_issued(grant_type)
 
         writes = deferred()
         if writes is not None:
             writes.later(issued)
+            writes.on_commit(lambda: tokens_issued(grant_type))  # once, whatever the retries
         else:
             issued(db())
+            tokens_issued(grant_type)
 
     def grantee(
         self, session: Session, account_id: uuid.UUID, session_id: str | None

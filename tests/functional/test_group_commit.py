@@ -141,8 +141,10 @@ def test_a_failing_request_in_a_group_fails_alone(services: Any, client_id: str)
     tokens.new_service_family(bad, client_id="nobody", secret_hash=None, scope="bad")
     bad.later(lambda s: audit.record(s, EventTag.TOKENS_ISSUED, chain=1, actor="client:nobody"))
     outcome: dict[str, BaseException | None] = {}
+    callbacks: list[str] = []
 
     def commit(name: str, writes: DeferredWrites) -> None:
+        writes.on_commit(lambda: callbacks.append(name))
         try:
             commits.commit(writes)
             outcome[name] = None
@@ -167,6 +169,9 @@ def test_a_failing_request_in_a_group_fails_alone(services: Any, client_id: str)
         thread.join(10)
     assert outcome["first"] is None and outcome["good1"] is None and outcome["good2"] is None
     assert isinstance(outcome["bad"], StaleRead)
+    # the group was retried one by one: each committed request's callback ran once, the bad one's
+    # never (the token metrics count this way)
+    assert sorted(callbacks) == ["first", "good1", "good2"]
     assert families(services.db) == ["first", "g1", "g2"]
     assert audit_ok(services.db) == events_before + 3  # the bad one's event was undone too
 
