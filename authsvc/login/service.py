@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from .. import matricule as matricules
@@ -56,6 +56,37 @@ LOCK_AFTER = 10
 FREE_TRIES = 3
 MAX_BACKOFF = 3600
 
+#: a flow as :data:`_FLOW` reads it (the checks take it or a :class:`LoginFlow`)
+_FlowRow = Row[*tuple[Any, ...]]
+_FLOWS = cast(Table, LoginFlow.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_PROFESSIONALS = cast(Table, Professional.__table__)
+#: what a password sign-in reads of its flow (the columns :meth:`Login._check` and it need)
+_FLOW = select(
+    _FLOWS.c.binding_hash,
+    _FLOWS.c.csrf_token,
+    _FLOWS.c.client_id,
+    _FLOWS.c.request,
+    _FLOWS.c.required_acr,
+    _FLOWS.c.completed_at,
+    _FLOWS.c.expires_at,
+).where(_FLOWS.c.id == bindparam("flow_id"))
+_FLOW_IS_OPEN = (_FLOWS.c.completed_at.is_(None), _FLOWS.c.expires_at > bindparam("now"))
+#: the flow, if still open (not used up, not expired)
+_FLOW_OPEN = select(_FLOWS.c.id).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
+#: the flow marked authenticated, if still open (its values are the caller's)
+_OPEN_FLOW_UPDATE = update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
+_ACCOUNT_OF = (
+    select(_ACCOUNTS.c.id, _ACCOUNTS.c.password_hash)
+    .join_from(_ACCOUNTS, _PROFESSIONALS, _PROFESSIONALS.c.id == _ACCOUNTS.c.professional_id)
+    .where(_PROFESSIONALS.c.matricule == bindparam("matricule"))
+)
+_LOCK_ACCOUNT = (
+    select(_ACCOUNTS.c.id, _ACCOUNTS.c.status, _ACCOUNTS.c.password_hash, _ACCOUNTS.c.failed_logins)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .with_for_update()
+)
+
 
 class LoginError(FlowError):
     """An error of the login API (INTERFACE §4)."""
@@ -63,6 +94,18 @@ class LoginError(FlowError):
 
 def invalid_credentials() -> LoginError:
     return LoginError("invalid_credentials", "The matricule or the password is not right.")
+
+
+def flow_expired() -> LoginError:
+    return LoginError(
+        "flow_expired",
+        "This sign-in has expired; go back to the service and sign in again.",
+        status=410,
+    )
+
+
+def _plausible(flow_id: object) -> bool:
+    return isinstance(flow_id, str) and len(flow_id) <= 64
 
 
 @dataclass(frozen=True)
@@ -113,9 +156,19 @@ class Login:
         return Started(flow, binding)
 
     def load(self, db: Session, flow_id: str, binding: str | None) -> LoginFlow:
-        flow = (
-            db.get(LoginFlow, flow_id) if isinstance(flow_id, str) and len(flow_id) <= 64 else None
-        )
+        flow = db.get(LoginFlow, flow_id) if _plausible(flow_id) else None
+        self._check(flow, binding)
+        assert flow is not None
+        return flow
+
+    def checked(self, db: Session, flow_id: str, binding: str | None, csrf: Any) -> LoginFlow:
+        flow = self.load(db, flow_id, binding)
+        self._check_csrf(flow, csrf)
+        return flow
+
+    def _check(self, flow: LoginFlow | _FlowRow | None, binding: str | None) -> None:
+        """Refuse a flow (a :class:`LoginFlow`, or a row of its columns) that is missing, was not
+        started in this browser, is used up or has expired."""
         if (
             flow is None
             or not binding
@@ -125,25 +178,19 @@ class Login:
                 "flow_not_found", "No sign-in with this id was started in this browser.", status=404
             )
         if flow.completed_at is not None or self.clock.now() >= flow.expires_at:
-            raise LoginError(
-                "flow_expired",
-                "This sign-in has expired; go back to the service and sign in again.",
-                status=410,
-            )
-        return flow
+            raise flow_expired()
 
-    def checked(self, db: Session, flow_id: str, binding: str | None, csrf: Any) -> LoginFlow:
-        flow = self.load(db, flow_id, binding)
+    @staticmethod
+    def _check_csrf(flow: LoginFlow | _FlowRow, csrf: Any) -> None:
         if not isinstance(csrf, str) or not secrets_equal(csrf, flow.csrf_token):
             raise LoginError(
                 "invalid_csrf_token",
                 "The request's csrf_token does not match the flow.",
                 status=403,
             )
-        return flow
 
     @staticmethod
-    def methods(flow: LoginFlow) -> list[str]:
+    def methods(flow: LoginFlow | _FlowRow) -> list[str]:
         return ["smartcard"] if flow.required_acr == ACR_HIGH else ["password", "smartcard"]
 
     def challenge(self, flow_id: str) -> Challenge:
@@ -167,10 +214,16 @@ class Login:
         )
 
     def redirect_to(self, flow: LoginFlow) -> str:
+        """Where the browser goes once authenticated; a sign-in for one of the provider's own
+        pages needs no authorization request, so its flow is used up now."""
         if flow.client_id == INTERNAL_CLIENT:
             flow.completed_at = self.clock.now()
-            return f"{self.services.settings.issuer}{flow.request['return_to']}"
-        params = {**flow.request, "login_flow": flow.id}
+        return self._continue_at(flow.id, flow.client_id, flow.request)
+
+    def _continue_at(self, flow_id: str, client_id: str, request: Mapping[str, str]) -> str:
+        if client_id == INTERNAL_CLIENT:
+            return f"{self.services.settings.issuer}{request['return_to']}"
+        params = {**request, "login_flow": flow_id}
         return f"{self.services.settings.issuer}/authorize?{urlencode(params)}"
 
     # --- the password ---
@@ -187,10 +240,26 @@ class Login:
         ip: str | None,
         user_agent: str | None,
     ) -> SignedIn:
-        # One read-only unit of work (no write lock) checks the flow and looks the account up; the
-        # final write transaction checks the flow again, so a flow used up meanwhile is refused.
+        """A password sign-in: two units of work around the Argon2id verification.
+
+        Before it, one read-only unit of work (no write lock) checks the flow, reads the
+        matricule's throttle and looks the account up. After it, one write transaction locks the
+        account row (so that concurrent wrong passwords count one by one), and either counts the
+        failure or opens the session and marks the flow authenticated with an ``UPDATE`` guarded
+        by the flow's state: a flow used up or expired meanwhile changes no row and is refused.
+        The flow's binding and CSRF token never change, so they are checked once. A sign-in that
+        succeeds is the hot path (``bench/signin.py``): everything but Argon2 must cost little, so
+        its statements are Core ones, with no ORM unit of work to flush.
+        """
         with self.services.db.read_transaction() as db:
-            flow = self.checked(db, flow_id, binding, csrf)
+            flow = (
+                db.execute(_FLOW, {"flow_id": flow_id}).one_or_none()
+                if _plausible(flow_id)
+                else None
+            )
+            self._check(flow, binding)
+            assert flow is not None
+            self._check_csrf(flow, csrf)
             if "password" not in self.methods(flow):
                 raise LoginError(
                     "method_not_allowed",
@@ -208,50 +277,74 @@ class Login:
                     status=429,
                     retry_after=wait,
                 )
-            account = db.scalars(
-                select(Account)
-                .join(Professional, Professional.id == Account.professional_id)
-                .where(Professional.matricule == number)
-            ).one_or_none()
-            stored = account.password_hash if account is not None else None
-            account_id = account.id if account is not None else None
+            found = db.execute(_ACCOUNT_OF, {"matricule": number}).one_or_none()
         # the same Argon2 work for an unknown matricule (dummy hash) as for a wrong password
-        ok = self.services.passwords.verify(stored, password)
+        ok = self.services.passwords.verify(found.password_hash if found else None, password)
+        result: SignedIn | None = None
+        account: Account | None = None  # of a refusal
         with self.services.db.transaction() as db, audit.batch(db):
-            flow = self.checked(db, flow_id, binding, csrf)
-            account = db.get(Account, account_id, with_for_update=True) if account_id else None
-            active = account is not None and account.status == AccountStatus.ACTIVE
-            if not ok or not active or account is None:
-                self._failed(
-                    db, number, account, ip, reason="wrong password" if not ok else "inactive"
-                )
-                failed = True
-            else:
-                failed = False
-                if self.services.passwords.needs_rehash(account.password_hash or ""):
-                    account.password_hash = self.services.passwords.hash(password)
-                account.failed_logins = 0
+            # the account row locked: the sign-ins and failures of one account go one at a time
+            locked = (
+                db.execute(_LOCK_ACCOUNT, {"account_id": found.id}).one_or_none()
+                if ok and found is not None
+                else None
+            )
+            if locked is not None and locked.status == AccountStatus.ACTIVE:
+                self._authenticated(db, flow_id, flow.client_id, locked.id)
+                changes: dict[str, Any] = {}
+                if locked.failed_logins:
+                    changes["failed_logins"] = 0
+                if self.services.passwords.needs_rehash(locked.password_hash or ""):
+                    changes["password_hash"] = self.services.passwords.hash(password)
+                if changes:
+                    db.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == locked.id).values(changes))
                 previous = self.services.sessions.find(db, previous_cookie, touch=False)
                 opened = self.services.sessions.sign_in(
-                    db, account, amr=AMR_PASSWORD, previous=previous, user_agent=user_agent, ip=ip
+                    db, locked.id, amr=AMR_PASSWORD, previous=previous, user_agent=user_agent, ip=ip
                 )
-                flow.authenticated_at = self.clock.now()
-                flow.account_id = account.id
                 audit.record(
                     db,
                     EventTag.LOGIN_SUCCEEDED,
-                    actor=f"account:{account.id}",
+                    actor=f"account:{locked.id}",
                     subject=f"professional:{number}",
                     data={"method": "password", "client_id": flow.client_id, "ip": ip},
                     clock=self.clock,
                 )
-                result = SignedIn(self.redirect_to(flow), opened)
-        if failed:
+                result = SignedIn(self._continue_at(flow_id, flow.client_id, flow.request), opened)
+            else:
+                if (
+                    db.execute(_FLOW_OPEN, {"flow_id": flow_id, "now": self.clock.now()}).first()
+                    is None
+                ):
+                    raise flow_expired()
+                # locked now (an inactive account's row is already locked above: loaded only)
+                account = db.get(Account, found.id, with_for_update=True) if found else None
+                self._failed(
+                    db, number, account, ip, reason="wrong password" if not ok else "inactive"
+                )
+        if result is None:
             self.services.login_failures.hit(number)
             sign_in_failed("password", account)
             raise invalid_credentials()
         sign_in("password", "success")
         return result
+
+    def _authenticated(
+        self, db: Session, flow_id: str, client_id: str, account_id: uuid.UUID
+    ) -> None:
+        """Mark the flow authenticated by this account, if it is still open (not used up, not
+        expired; :meth:`redirect_to`'s rule: a flow for the provider's own pages is used up now);
+        raise ``flow_expired`` otherwise."""
+        now = self.clock.now()
+        values: dict[str, Any] = {"authenticated_at": now, "account_id": account_id}
+        if client_id == INTERNAL_CLIENT:
+            values["completed_at"] = now
+        marked = cast(
+            "CursorResult[Any]",
+            db.execute(_OPEN_FLOW_UPDATE.values(values), {"flow_id": flow_id, "now": now}),
+        )
+        if marked.rowcount != 1:
+            raise flow_expired()
 
     def _failed(
         self, db: Session, number: str, account: Account | None, ip: str | None, *, reason: str
@@ -346,7 +439,7 @@ class Login:
                 previous = self.services.sessions.find(db, previous_cookie, touch=False)
                 opened = self.services.sessions.sign_in(
                     db,
-                    account,
+                    account.id,
                     amr=AMR_CARD,
                     card_id=bound.id,
                     previous=previous,

@@ -12,8 +12,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..accounts.models import Account, AccountStatus
@@ -33,6 +34,8 @@ log = logging.getLogger("authsvc.sessions")
 IDLE_TIMEOUT = timedelta(hours=2)
 TOUCH_EVERY = timedelta(minutes=1)
 COOKIE = "authsvc_session"
+
+_INSERT_SESSION = insert(cast(Table, ProviderSession.__table__))
 
 
 def acr_of(session: ProviderSession, now: datetime) -> str:
@@ -86,7 +89,7 @@ class Sessions:
     def sign_in(
         self,
         db: Session,
-        account: Account,
+        account_id: uuid.UUID,
         *,
         amr: list[str],
         card_id: uuid.UUID | None = None,
@@ -95,13 +98,18 @@ class Sessions:
         ip: str | None = None,
     ) -> Opened:
         """A sign-in or a step-up: a new cookie always (no fixation); the same session (``sid``)
-        when the same person steps up, a new one otherwise."""
+        when the same person steps up, a new one otherwise.
+
+        A new session is written with a Core ``INSERT`` (a sign-in's hot path: no ORM flush); the
+        :class:`ProviderSession` returned carries its values but is not part of ``db``'s unit of
+        work (as :func:`~authsvc.audit.service.record`'s events).
+        """
         now = self.clock.now()
         cookie = random_token(32)
         cookie_hash = self.hasher.hash(Purpose.SESSION_COOKIE, cookie)
         card = card_id is not None
         full_until = now + timedelta(seconds=self.settings.full_level_max_age) if card else None
-        if previous is not None and previous.ended_at is None and previous.account_id == account.id:
+        if previous is not None and previous.ended_at is None and previous.account_id == account_id:
             previous.cookie_hash = cookie_hash
             previous.amr = sorted(set(previous.amr) | set(amr))
             previous.auth_time = now
@@ -112,34 +120,36 @@ class Sessions:
             audit.record(
                 db,
                 EventTag.SESSION_STEPPED_UP if card else EventTag.SESSION_REAUTHENTICATED,
-                actor=f"account:{account.id}",
+                actor=f"account:{account_id}",
                 subject=f"session:{previous.id[:12]}",
                 data={"amr": amr, "ip": ip},
                 clock=self.clock,
             )
             return Opened(previous, cookie)
         if previous is not None and previous.ended_at is None:
-            self.end(db, previous, "another person signed in", actor=f"account:{account.id}")
-        row = ProviderSession(
-            id=random_token(24),
-            cookie_hash=cookie_hash,
-            account_id=account.id,
-            amr=list(amr),
-            auth_time=now,
-            full_until=full_until,
-            card_id=card_id,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + timedelta(seconds=self.settings.session_max_age),
-            user_agent=(user_agent or "")[:300] or None,
-            ip=ip,
-        )
-        db.add(row)
-        db.flush()
+            self.end(db, previous, "another person signed in", actor=f"account:{account_id}")
+        values = {
+            "id": random_token(24),
+            "cookie_hash": cookie_hash,
+            "account_id": account_id,
+            "amr": list(amr),
+            "auth_time": now,
+            "full_until": full_until,
+            "card_id": card_id,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + timedelta(seconds=self.settings.session_max_age),
+            "ended_at": None,
+            "end_reason": None,
+            "user_agent": (user_agent or "")[:300] or None,
+            "ip": ip,
+        }
+        db.execute(_INSERT_SESSION, values)
+        row = ProviderSession(**values)
         audit.record(
             db,
             EventTag.SESSION_OPENED,
-            actor=f"account:{account.id}",
+            actor=f"account:{account_id}",
             subject=f"session:{row.id[:12]}",
             data={"amr": amr, "ip": ip, "card": str(card_id) if card_id else None},
             clock=self.clock,
