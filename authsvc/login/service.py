@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
-from sqlalchemy import CursorResult, Row, Table, bindparam, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from .. import matricule as matricules
@@ -56,31 +56,39 @@ LOCK_AFTER = 10
 FREE_TRIES = 3
 MAX_BACKOFF = 3600
 
-#: a flow as :data:`_FLOW` reads it (the checks take it or a :class:`LoginFlow`)
+#: a flow as :data:`_FLOW_AND_ACCOUNT` reads it (the checks take it or a :class:`LoginFlow`)
 _FlowRow = Row[*tuple[Any, ...]]
 _FLOWS = cast(Table, LoginFlow.__table__)
 _ACCOUNTS = cast(Table, Account.__table__)
 _PROFESSIONALS = cast(Table, Professional.__table__)
-#: what a password sign-in reads of its flow (the columns :meth:`Login._check` and it need)
-_FLOW = select(
-    _FLOWS.c.binding_hash,
-    _FLOWS.c.csrf_token,
-    _FLOWS.c.client_id,
-    _FLOWS.c.request,
-    _FLOWS.c.required_acr,
-    _FLOWS.c.completed_at,
-    _FLOWS.c.expires_at,
-).where(_FLOWS.c.id == bindparam("flow_id"))
+_ACCOUNT_OF = (
+    select(_ACCOUNTS.c.id.label("account_id"), _ACCOUNTS.c.password_hash)
+    .join_from(_ACCOUNTS, _PROFESSIONALS, _PROFESSIONALS.c.id == _ACCOUNTS.c.professional_id)
+    .where(_PROFESSIONALS.c.matricule == bindparam("matricule"))
+    .subquery()
+)
+#: what a password sign-in reads before Argon2, in one statement: the columns of its flow that
+#: :meth:`Login._check` and it need, and the id and hash of the matricule's account (NULL if none)
+_FLOW_AND_ACCOUNT = (
+    select(
+        _FLOWS.c.binding_hash,
+        _FLOWS.c.csrf_token,
+        _FLOWS.c.client_id,
+        _FLOWS.c.request,
+        _FLOWS.c.required_acr,
+        _FLOWS.c.completed_at,
+        _FLOWS.c.expires_at,
+        _ACCOUNT_OF.c.account_id,
+        _ACCOUNT_OF.c.password_hash,
+    )
+    .select_from(_FLOWS.outerjoin(_ACCOUNT_OF, true()))
+    .where(_FLOWS.c.id == bindparam("flow_id"))
+)
 _FLOW_IS_OPEN = (_FLOWS.c.completed_at.is_(None), _FLOWS.c.expires_at > bindparam("now"))
 #: the flow, if still open (not used up, not expired)
 _FLOW_OPEN = select(_FLOWS.c.id).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
 #: the flow marked authenticated, if still open (its values are the caller's)
 _OPEN_FLOW_UPDATE = update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
-_ACCOUNT_OF = (
-    select(_ACCOUNTS.c.id, _ACCOUNTS.c.password_hash)
-    .join_from(_ACCOUNTS, _PROFESSIONALS, _PROFESSIONALS.c.id == _ACCOUNTS.c.professional_id)
-    .where(_PROFESSIONALS.c.matricule == bindparam("matricule"))
-)
 _LOCK_ACCOUNT = (
     select(_ACCOUNTS.c.id, _ACCOUNTS.c.status, _ACCOUNTS.c.password_hash, _ACCOUNTS.c.failed_logins)
     .where(_ACCOUNTS.c.id == bindparam("account_id"))
@@ -242,8 +250,8 @@ class Login:
     ) -> SignedIn:
         """A password sign-in: two units of work around the Argon2id verification.
 
-        Before it, one read-only unit of work (no write lock) checks the flow, reads the
-        matricule's throttle and looks the account up. After it, one write transaction locks the
+        Before it, one read-only unit of work (no write lock) reads the flow and the account in one
+        statement; the flow is checked, then the matricule's throttle. After it, one write transaction locks the
         account row (so that concurrent wrong passwords count one by one), and either counts the
         failure or opens the session and marks the flow authenticated with an ``UPDATE`` guarded
         by the flow's state: a flow used up or expired meanwhile changes no row and is refused.
@@ -251,53 +259,59 @@ class Login:
         succeeds is the hot path (``bench/signin.py``): everything but Argon2 must cost little, so
         its statements are Core ones, with no ORM unit of work to flush.
         """
+        try:
+            number = matricules.validate(typed_matricule)
+        except matricules.InvalidMatricule:
+            number = typed_matricule.strip()[:32]
         with self.services.db.read_transaction() as db:
+            # Core statements on the connection: no ORM object, nothing to flush
             flow = (
-                db.execute(_FLOW, {"flow_id": flow_id}).one_or_none()
+                db.connection()
+                .execute(_FLOW_AND_ACCOUNT, {"flow_id": flow_id, "matricule": number})
+                .one_or_none()
                 if _plausible(flow_id)
                 else None
             )
-            self._check(flow, binding)
-            assert flow is not None
-            self._check_csrf(flow, csrf)
-            if "password" not in self.methods(flow):
-                raise LoginError(
-                    "method_not_allowed",
-                    "This service needs a full session: sign in with your smartcard.",
-                )
-            try:
-                number = matricules.validate(typed_matricule)
-            except matricules.InvalidMatricule:
-                number = typed_matricule.strip()[:32]
-            wait = self.services.login_failures.wait(number)
-            if wait:
-                raise LoginError(
-                    "too_many_requests",
-                    "Too many wrong tries for this matricule: wait before trying again.",
-                    status=429,
-                    retry_after=wait,
-                )
-            found = db.execute(_ACCOUNT_OF, {"matricule": number}).one_or_none()
+        self._check(flow, binding)
+        assert flow is not None
+        self._check_csrf(flow, csrf)
+        if "password" not in self.methods(flow):
+            raise LoginError(
+                "method_not_allowed",
+                "This service needs a full session: sign in with your smartcard.",
+            )
+        wait = self.services.login_failures.wait(number)
+        if wait:
+            raise LoginError(
+                "too_many_requests",
+                "Too many wrong tries for this matricule: wait before trying again.",
+                status=429,
+                retry_after=wait,
+            )
+        account_id: uuid.UUID | None = flow.account_id
         # the same Argon2 work for an unknown matricule (dummy hash) as for a wrong password
-        ok = self.services.passwords.verify(found.password_hash if found else None, password)
+        ok = self.services.passwords.verify(flow.password_hash, password)
         result: SignedIn | None = None
         account: Account | None = None  # of a refusal
         with self.services.db.transaction() as db, audit.batch(db):
             # the account row locked: the sign-ins and failures of one account go one at a time
+            conn = db.connection()  # Core statements, before any ORM work in this transaction
             locked = (
-                db.execute(_LOCK_ACCOUNT, {"account_id": found.id}).one_or_none()
-                if ok and found is not None
+                conn.execute(_LOCK_ACCOUNT, {"account_id": account_id}).one_or_none()
+                if ok and account_id is not None
                 else None
             )
             if locked is not None and locked.status == AccountStatus.ACTIVE:
-                self._authenticated(db, flow_id, flow.client_id, locked.id)
+                self._authenticated(conn, flow_id, flow.client_id, locked.id)
                 changes: dict[str, Any] = {}
                 if locked.failed_logins:
                     changes["failed_logins"] = 0
                 if self.services.passwords.needs_rehash(locked.password_hash or ""):
                     changes["password_hash"] = self.services.passwords.hash(password)
                 if changes:
-                    db.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == locked.id).values(changes))
+                    conn.execute(
+                        update(_ACCOUNTS).where(_ACCOUNTS.c.id == locked.id).values(changes)
+                    )
                 previous = self.services.sessions.find(db, previous_cookie, touch=False)
                 opened = self.services.sessions.sign_in(
                     db, locked.id, amr=AMR_PASSWORD, previous=previous, user_agent=user_agent, ip=ip
@@ -312,13 +326,11 @@ class Login:
                 )
                 result = SignedIn(self._continue_at(flow_id, flow.client_id, flow.request), opened)
             else:
-                if (
-                    db.execute(_FLOW_OPEN, {"flow_id": flow_id, "now": self.clock.now()}).first()
-                    is None
-                ):
+                open_ = conn.execute(_FLOW_OPEN, {"flow_id": flow_id, "now": self.clock.now()})
+                if open_.first() is None:
                     raise flow_expired()
                 # locked now (an inactive account's row is already locked above: loaded only)
-                account = db.get(Account, found.id, with_for_update=True) if found else None
+                account = db.get(Account, account_id, with_for_update=True) if account_id else None
                 self._failed(
                     db, number, account, ip, reason="wrong password" if not ok else "inactive"
                 )
@@ -330,7 +342,7 @@ class Login:
         return result
 
     def _authenticated(
-        self, db: Session, flow_id: str, client_id: str, account_id: uuid.UUID
+        self, conn: Connection, flow_id: str, client_id: str, account_id: uuid.UUID
     ) -> None:
         """Mark the flow authenticated by this account, if it is still open (not used up, not
         expired; :meth:`redirect_to`'s rule: a flow for the provider's own pages is used up now);
@@ -339,10 +351,7 @@ class Login:
         values: dict[str, Any] = {"authenticated_at": now, "account_id": account_id}
         if client_id == INTERNAL_CLIENT:
             values["completed_at"] = now
-        marked = cast(
-            "CursorResult[Any]",
-            db.execute(_OPEN_FLOW_UPDATE.values(values), {"flow_id": flow_id, "now": now}),
-        )
+        marked = conn.execute(_OPEN_FLOW_UPDATE.values(values), {"flow_id": flow_id, "now": now})
         if marked.rowcount != 1:
             raise flow_expired()
 
