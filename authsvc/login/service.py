@@ -87,8 +87,14 @@ _FLOW_AND_ACCOUNT = (
 _FLOW_IS_OPEN = (_FLOWS.c.completed_at.is_(None), _FLOWS.c.expires_at > bindparam("now"))
 #: the flow, if still open (not used up, not expired)
 _FLOW_OPEN = select(_FLOWS.c.id).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
-#: the flow marked authenticated, if still open (its values are the caller's)
-_OPEN_FLOW_UPDATE = update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
+#: the flow marked authenticated (at ``now``, by ``by_account``), if still open
+_MARK_AUTHENTICATED = (
+    update(_FLOWS)
+    .where(_FLOWS.c.id == bindparam("flow_id"), *_FLOW_IS_OPEN)
+    .values(authenticated_at=bindparam("now"), account_id=bindparam("by_account"))
+)
+#: the same, for a flow that ends with the sign-in (:meth:`Login.redirect_to`)
+_MARK_AUTHENTICATED_AND_USED = _MARK_AUTHENTICATED.values(completed_at=bindparam("now"))
 _LOCK_ACCOUNT = (
     select(_ACCOUNTS.c.id, _ACCOUNTS.c.status, _ACCOUNTS.c.password_hash, _ACCOUNTS.c.failed_logins)
     .where(_ACCOUNTS.c.id == bindparam("account_id"))
@@ -250,14 +256,14 @@ class Login:
     ) -> SignedIn:
         """A password sign-in: two units of work around the Argon2id verification.
 
-        Before it, one read-only unit of work (no write lock) reads the flow and the account in one
-        statement; the flow is checked, then the matricule's throttle. After it, one write transaction locks the
-        account row (so that concurrent wrong passwords count one by one), and either counts the
-        failure or opens the session and marks the flow authenticated with an ``UPDATE`` guarded
-        by the flow's state: a flow used up or expired meanwhile changes no row and is refused.
-        The flow's binding and CSRF token never change, so they are checked once. A sign-in that
-        succeeds is the hot path (``bench/signin.py``): everything but Argon2 must cost little, so
-        its statements are Core ones, with no ORM unit of work to flush.
+        Before it, one read-only unit of work (no write lock) reads the flow and the account in
+        one statement; then the flow is checked, and the matricule's throttle. After it, one write
+        transaction locks the account row (so that concurrent wrong passwords count one by one),
+        and either counts the failure or opens the session and marks the flow authenticated with
+        an ``UPDATE`` guarded by the flow's state: a flow used up or expired meanwhile changes no
+        row and is refused. The flow's binding and CSRF token never change, so they are checked
+        once. A sign-in that succeeds is the hot path (``bench/signin.py``): everything but Argon2
+        must cost little, so its statements are prebuilt Core ones, with no ORM unit of work.
         """
         try:
             number = matricules.validate(typed_matricule)
@@ -347,11 +353,11 @@ class Login:
         """Mark the flow authenticated by this account, if it is still open (not used up, not
         expired; :meth:`redirect_to`'s rule: a flow for the provider's own pages is used up now);
         raise ``flow_expired`` otherwise."""
-        now = self.clock.now()
-        values: dict[str, Any] = {"authenticated_at": now, "account_id": account_id}
-        if client_id == INTERNAL_CLIENT:
-            values["completed_at"] = now
-        marked = conn.execute(_OPEN_FLOW_UPDATE.values(values), {"flow_id": flow_id, "now": now})
+        statement = (
+            _MARK_AUTHENTICATED_AND_USED if client_id == INTERNAL_CLIENT else _MARK_AUTHENTICATED
+        )
+        params = {"flow_id": flow_id, "now": self.clock.now(), "by_account": account_id}
+        marked = conn.execute(statement, params)
         if marked.rowcount != 1:
             raise flow_expired()
 
