@@ -95,10 +95,13 @@ _MARK_AUTHENTICATED = (
 )
 #: the same, for a flow that ends with the sign-in (:meth:`Login.redirect_to`)
 _MARK_AUTHENTICATED_AND_USED = _MARK_AUTHENTICATED.values(completed_at=bindparam("now"))
-_LOCK_ACCOUNT = (
-    select(_ACCOUNTS.c.id, _ACCOUNTS.c.status, _ACCOUNTS.c.password_hash, _ACCOUNTS.c.failed_logins)
-    .where(_ACCOUNTS.c.id == bindparam("account_id"))
-    .with_for_update()
+#: a right password for an active account: its count of wrong passwords starts again (the row
+#: stays locked until the commit, as with SELECT … FOR UPDATE); no row if it is not active
+_SIGNED_IN = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"), _ACCOUNTS.c.status == AccountStatus.ACTIVE)
+    .values(failed_logins=0)
+    .returning(_ACCOUNTS.c.password_hash)
 )
 
 
@@ -300,32 +303,34 @@ class Login:
         result: SignedIn | None = None
         account: Account | None = None  # of a refusal
         with self.services.db.transaction() as db, audit.batch(db):
-            # the account row locked: the sign-ins and failures of one account go one at a time
+            # the account row locked (by the UPDATE, or below): the sign-ins and failures of one
+            # account go one at a time, and concurrent wrong passwords are counted one by one
             conn = db.connection()  # Core statements, before any ORM work in this transaction
-            locked = (
-                conn.execute(_LOCK_ACCOUNT, {"account_id": account_id}).one_or_none()
+            signed_in = (
+                conn.execute(_SIGNED_IN, {"account_id": account_id}).one_or_none()
                 if ok and account_id is not None
                 else None
             )
-            if locked is not None and locked.status == AccountStatus.ACTIVE:
-                self._authenticated(conn, flow_id, flow.client_id, locked.id)
-                changes: dict[str, Any] = {}
-                if locked.failed_logins:
-                    changes["failed_logins"] = 0
-                if self.services.passwords.needs_rehash(locked.password_hash or ""):
-                    changes["password_hash"] = self.services.passwords.hash(password)
-                if changes:
+            if signed_in is not None and account_id is not None:
+                self._authenticated(conn, flow_id, flow.client_id, account_id)
+                if self.services.passwords.needs_rehash(signed_in.password_hash or ""):
                     conn.execute(
-                        update(_ACCOUNTS).where(_ACCOUNTS.c.id == locked.id).values(changes)
+                        update(_ACCOUNTS).where(_ACCOUNTS.c.id == account_id),
+                        {"password_hash": self.services.passwords.hash(password)},
                     )
                 previous = self.services.sessions.find(db, previous_cookie, touch=False)
                 opened = self.services.sessions.sign_in(
-                    db, locked.id, amr=AMR_PASSWORD, previous=previous, user_agent=user_agent, ip=ip
+                    db,
+                    account_id,
+                    amr=AMR_PASSWORD,
+                    previous=previous,
+                    user_agent=user_agent,
+                    ip=ip,
                 )
                 audit.record(
                     db,
                     EventTag.LOGIN_SUCCEEDED,
-                    actor=f"account:{locked.id}",
+                    actor=f"account:{account_id}",
                     subject=f"professional:{number}",
                     data={"method": "password", "client_id": flow.client_id, "ip": ip},
                     clock=self.clock,
@@ -335,7 +340,7 @@ class Login:
                 open_ = conn.execute(_FLOW_OPEN, {"flow_id": flow_id, "now": self.clock.now()})
                 if open_.first() is None:
                     raise flow_expired()
-                # locked now (an inactive account's row is already locked above: loaded only)
+                # the account row locked now, its failure counted on it
                 account = db.get(Account, account_id, with_for_update=True) if account_id else None
                 self._failed(
                     db, number, account, ip, reason="wrong password" if not ok else "inactive"

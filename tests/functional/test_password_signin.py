@@ -319,3 +319,44 @@ def test_concurrent_wrong_passwords_count_exactly(
     counts = sorted(e.data["failed_logins"] for e in events(services) if "failed_logins" in e.data)
     assert counts == list(range(1, tries + 1))
     assert chain_ok(services)
+
+
+@pytest.mark.postgresql_only
+def test_concurrent_right_and_wrong_passwords_keep_the_count(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A right password resets the count, a wrong one adds one, in the order they commit: read
+    in the chain's order, every failure's count follows from the events before it."""
+    monkeypatch.setattr(services, "login_failures", NoThrottle())
+    (number,) = accounts(services, 1)
+    secrets = [PASSWORD, "wrong password"] * 6
+    flows = [start(services) for _ in secrets]
+    barrier = threading.Barrier(len(secrets))
+    codes: list[str] = []
+
+    def attempt(flow: tuple[str, str, str], secret: str) -> None:
+        barrier.wait()
+        try:
+            password(services, flow, number, secret)
+            codes.append("signed in")
+        except LoginError as error:
+            codes.append(error.code)
+
+    threads = [
+        threading.Thread(target=attempt, args=pair) for pair in zip(flows, secrets, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == sorted(["signed in", "invalid_credentials"] * 6)
+    count = 0
+    for event_ in events(services):
+        if event_.tag == EventTag.LOGIN_SUCCEEDED:
+            count = 0
+        elif event_.tag == EventTag.LOGIN_FAILED:
+            count += 1
+            assert event_.data["failed_logins"] == count
+    with services.db.read_transaction() as db:
+        assert account_of(db, number).failed_logins == count
+    assert chain_ok(services)
