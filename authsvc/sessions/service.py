@@ -100,9 +100,10 @@ class Sessions:
         """A sign-in or a step-up: a new cookie always (no fixation); the same session (``sid``)
         when the same person steps up, a new one otherwise.
 
-        A new session is written with a Core ``INSERT`` (a sign-in's hot path: no ORM flush); the
-        :class:`ProviderSession` returned carries its values but is not part of ``db``'s unit of
-        work (as :func:`~authsvc.audit.service.record`'s events).
+        A new session is written with a Core ``INSERT`` (a sign-in's hot path: no ORM flush): the
+        :class:`ProviderSession` returned for it carries its values but is not part of ``db``'s
+        unit of work (as :func:`~authsvc.audit.service.record`'s events). A session stepped up is
+        ``previous`` itself, changed in the unit of work.
         """
         now = self.clock.now()
         cookie = random_token(32)
