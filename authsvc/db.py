@@ -158,15 +158,21 @@ class DeferredWrites:
         return bool(self._steps)
 
     def execute(
-        self, statement: Executable, params: dict[str, Any], *, expect_row: bool = False
+        self,
+        statement: Executable,
+        params: dict[str, Any],
+        *,
+        expect_row: bool = False,
+        guard: str = "",
     ) -> None:
         """Record a statement; with ``expect_row``, :meth:`apply` raises :class:`StaleRead` if
-        it changes no row (a guard: what the request read no longer holds)."""
+        it changes no row (a guard: what the request read no longer holds), whose ``guard`` is
+        the one given here (what the caller answers depends on which guard failed)."""
 
         def step(session: Session) -> None:
             result = session.execute(statement, params)
             if expect_row and not result.rowcount:  # type: ignore[attr-defined]
-                raise StaleRead(str(statement).split("\n", 1)[0])
+                raise StaleRead(str(statement).split("\n", 1)[0], guard=guard)
 
         self._steps.append(step)
 
@@ -276,7 +282,12 @@ class _Ticket:
 
 
 class StaleRead(Exception):
-    """A guarded deferred write found that what the request had read has changed meanwhile."""
+    """A guarded deferred write found that what the request had read has changed meanwhile;
+    ``guard`` names which of its guards (:meth:`DeferredWrites.execute`)."""
+
+    def __init__(self, message: str, *, guard: str = "") -> None:
+        super().__init__(message)
+        self.guard = guard
 
 
 class DatabaseMissing(Exception):
@@ -354,6 +365,12 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def single_writer(self) -> bool:
+        """Whether one write transaction at a time holds the whole database (SQLite): what a
+        request does inside one, every other writer waits for."""
+        return self.dialect == "sqlite"
 
     def session(self) -> Session:
         """A session whose transaction the caller commits or rolls back."""

@@ -9,6 +9,14 @@ Every request to an endpoint runs in one database transaction (``g.oidc_db``, op
 view): a code exchange marks the code used, creates the token family and registers the tokens
 together, or not at all; a replayed code or refresh token revokes what it had issued, and that
 revocation is committed even though the request itself fails with ``invalid_grant``.
+
+The grants that only insert — client_credentials and, on SQLite, the code exchange; not with a
+client assertion — read in a read-only transaction and record their writes (:func:`deferred`),
+which the view then makes in a short write transaction, grouped with other requests'
+(:class:`~authsvc.db.GroupCommit`). Guards in those writes re-check what was read: the client still
+enabled with the same secret, the code still unused (of two exchanges racing on one code exactly
+one commits; the other is a replay), the session still alive and the account active. The family
+of a code exchange made at once (PostgreSQL) makes the same re-check.
 """
 
 from __future__ import annotations
@@ -108,7 +116,11 @@ class Grantee:
     amr: list[str]
     auth_time: datetime
     session_expires_at: datetime
+    #: the family the grant's tokens join: an existing one (a refresh), else made by generate_token
     family_id: uuid.UUID | None = None
+    #: the id generate_token gives the family it makes (a deferred code exchange: the code's burn,
+    #: recorded before, already names it)
+    new_family_id: uuid.UUID | None = None
 
     def get_user_id(self) -> str:
         return str(self.account.id)
@@ -126,11 +138,44 @@ _BURN_CODE = (
     .values(used_at=bindparam("b_now"))
     .returning(*_CODES.c)
 )
+#: a code, burned later (a deferred exchange): unused, this client's
+_FIND_CODE = select(*_CODES.c).where(
+    _CODES.c.code_hash == bindparam("code_hash"),
+    _CODES.c.client_id == bindparam("client_id"),
+    _CODES.c.used_at.is_(None),
+)
+#: the burn of a code found unused by a deferred exchange, with the family it made: no row if
+#: another exchange burned it meanwhile (guard :data:`CODE_USED`)
+_BURN_FOUND_CODE = (
+    update(_CODES)
+    .where(_CODES.c.code_hash == bindparam("b_code_hash"), _CODES.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"), family_id=bindparam("b_family_id"))
+)
+#: the burn of a code whose exchange failed (a code, once shown, is used up)
+_BURN_UNUSED = (
+    update(_CODES)
+    .where(_CODES.c.code_hash == bindparam("b_code_hash"), _CODES.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"))
+)
+#: the guard of a deferred exchange's burn (:class:`~authsvc.db.StaleRead`): used meanwhile
+CODE_USED = "code"
+#: a session's last activity, moved on (a deferred request: a write made with the others)
+_SESSIONS = cast(Table, ProviderSession.__table__)
+_TOUCH_SESSION = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("b_id"), _SESSIONS.c.last_seen_at < bindparam("b_now"))
+    .values(last_seen_at=bindparam("b_now"))
+)
 #: a code that was not burned just now: what a replay needs (locked, as the revocation follows)
 _USED_CODE = (
     select(_CODES.c.client_id, _CODES.c.account_id, _CODES.c.family_id)
     .where(_CODES.c.code_hash == bindparam("code_hash"), _CODES.c.used_at.is_not(None))
     .with_for_update()
+)
+#: whether a code was used (by its own client): read by a deferred exchange, which then
+#: handles the replay in a write transaction of its own
+_CODE_SEEN_USED = select(_CODES.c.client_id).where(
+    _CODES.c.code_hash == bindparam("code_hash"), _CODES.c.used_at.is_not(None)
 )
 #: the family a code's exchange created: a replay of the code revokes it
 _LINK_CODE = (
@@ -149,11 +194,24 @@ _GRANTEE = (
 )
 
 
+@dataclass(frozen=True)
+class FoundCode:
+    """The code an exchange found unused (``g.oidc_code``): what the view needs to finish the
+    exchange when its writes are not made or rolled back (the code is burned all the same), or
+    fail (a replay, a session over, the client changed)."""
+
+    code_hash: str
+    client_id: str
+    secret_hash: str | None
+
+
 @dataclass
 class CodeView:
     """An authorization code as Authlib sees it (AuthorizationCodeMixin)."""
 
     row: Any  # a row of authorization_codes
+    #: a deferred exchange: the id of the family it will make (its burn names it)
+    family_id: uuid.UUID | None = None
 
     @property
     def code_challenge(self) -> str:
@@ -323,18 +381,22 @@ class Provider:
                 "expires_in": access.expires_in,
                 "scope": scope,
             }
-        session = db()
-        if user.family_id is None:
-            user.family_id = self.tokens.new_family(
-                session,
+        later = deferred()
+        writes = later if later is not None else db()
+        if user.family_id is None:  # re-checks the client and the session as it is written
+            user.family_id = self.tokens.new_grant_family(
+                writes,
                 client_id=client.client_id,
+                secret_hash=client.secret_hash,
                 account_id=user.account.id,
                 session_id=user.session_id,
                 scope=scope,
+                idle_timeout=IDLE_TIMEOUT,
+                family_id=user.new_family_id,
             )
         sub = subject(user.account, client.client_id, client.subject_type, self.services.hasher)
         access = self.tokens.access_token(
-            session,
+            writes,
             family_id=user.family_id,
             client_id=client.client_id,
             sub=sub,
@@ -351,7 +413,7 @@ class Provider:
         }
         if include_refresh_token and client.check_grant_type("refresh_token"):
             token["refresh_token"] = self.tokens.refresh_token(
-                session, family_id=user.family_id, session_expires_at=user.session_expires_at
+                writes, family_id=user.family_id, session_expires_at=user.session_expires_at
             )
         return token
 
@@ -360,7 +422,8 @@ class Provider:
         family its exchange created, so that a replay of the code can revoke it."""
         code = getattr(request, "authorization_code", None)
         user = getattr(request, "user", None)
-        if isinstance(code, CodeView) and isinstance(user, Grantee):
+        writes = deferred()
+        if writes is None and isinstance(code, CodeView) and isinstance(user, Grantee):
             db().execute(
                 _LINK_CODE, {"b_code_hash": code.row.code_hash, "b_family_id": user.family_id}
             )
@@ -384,7 +447,6 @@ class Provider:
                 clock=self.services.clock,
             )
 
-        writes = deferred()
         if writes is not None:
             writes.later(issued)
             writes.on_commit(lambda: tokens_issued(grant_type))  # once, whatever the retries
@@ -413,7 +475,11 @@ class Provider:
         if now - live.last_seen_at >= IDLE_TIMEOUT:
             return None
         if now - live.last_seen_at >= TOUCH_EVERY:
-            live.last_seen_at = now
+            later = deferred()
+            if later is None:
+                live.last_seen_at = now
+            else:
+                later.execute(_TOUCH_SESSION, {"b_id": live.id, "b_now": now})
         return Grantee(
             account=account,
             professional=professional,
@@ -423,6 +489,46 @@ class Provider:
             auth_time=live.auth_time,
             session_expires_at=live.expires_at,
         )
+
+    # --- the end of a deferred code exchange (views._endpoint) ---
+
+    def burn_code(self, code: FoundCode) -> None:
+        """A code found by an exchange that issued nothing is used up all the same (a wrong
+        verifier or redirect URI, a session over): as it would be had the exchange succeeded."""
+        with self.services.db.transaction() as session:
+            session.execute(
+                _BURN_UNUSED, {"b_code_hash": code.code_hash, "b_now": self.services.clock.now()}
+            )
+
+    def code_replayed(self, code: FoundCode) -> None:
+        """Another exchange burned the code between this one's read and its writes: this one is
+        the replay (RFC 9700 §4.1), and revokes what the other was issued."""
+        with self.services.db.transaction() as session:
+            row = session.execute(_USED_CODE, {"code_hash": code.code_hash}).one_or_none()
+            if row is not None and row.client_id == code.client_id:
+                self.replayed(session, row, code.client_id)
+
+    def client_changed(self, code: FoundCode) -> bool:
+        """Whether the client of a code exchange whose grant guard failed was disabled or given
+        a new secret meanwhile (``invalid_client``), rather than the grant being over
+        (``invalid_grant``): the one guard checks both."""
+        self.forget_clients()
+        client = self.cached_client(code.client_id)
+        return client is None or client.secret_hash != code.secret_hash
+
+    def replayed(self, session: Session, row: Any, client_id: str) -> None:
+        """RFC 6749 §4.1.2 / RFC 9700: a second use revokes what the first issued."""
+        if row.family_id is not None:
+            self.tokens.revoke_family(session, row.family_id, "authorization code replayed")
+        audit.record(
+            session,
+            EventTag.CODE_REPLAYED,
+            actor=f"client:{client_id}",
+            subject=f"account:{row.account_id}",
+            data={"family": str(row.family_id) if row.family_id else None},
+            clock=self.services.clock,
+        )
+        log.warning("authorization code replayed by client %s", client_id)
 
 
 class S256Required(CodeChallenge):  # type: ignore[misc]
@@ -531,6 +637,9 @@ def make_code_grant(provider: Provider) -> type:
             session = db()
             code_hash = provider.services.hasher.hash(Purpose.AUTHORIZATION_CODE, code)
             now = provider.services.clock.now()
+            writes = deferred()
+            if writes is not None:
+                return self._found_for_later(session, writes, code_hash, client, now)
             # burned in the statement that finds it, whatever happens next in this exchange: of
             # two exchanges racing on one code, exactly one gets the row back
             row = session.execute(
@@ -540,25 +649,45 @@ def make_code_grant(provider: Provider) -> type:
             if row is None:
                 replayed = session.execute(_USED_CODE, {"code_hash": code_hash}).one_or_none()
                 if replayed is not None and replayed.client_id == client.client_id:
-                    self.replayed(session, replayed, client)
+                    provider.replayed(session, replayed, client.client_id)
                 return None  # unknown, another client's, or used before
+            # burned again by the view if the transaction is rolled back (a guard failed)
+            g.oidc_code = FoundCode(code_hash, client.client_id, client.secret_hash)
             if now >= row.expires_at:
                 return None
             return CodeView(row)
 
-        def replayed(self, session: Session, row: Any, client: ClientView) -> None:
-            """RFC 6749 §4.1.2 / RFC 9700: a second use revokes what the first issued."""
-            if row.family_id is not None:
-                provider.tokens.revoke_family(session, row.family_id, "authorization code replayed")
-            audit.record(
-                session,
-                EventTag.CODE_REPLAYED,
-                actor=f"client:{client.client_id}",
-                subject=f"account:{row.account_id}",
-                data={"family": str(row.family_id) if row.family_id else None},
-                clock=provider.services.clock,
+        def _found_for_later(
+            self,
+            session: Session,
+            writes: DeferredWrites,
+            code_hash: str,
+            client: ClientView,
+            now: datetime,
+        ) -> CodeView | None:
+            """A deferred exchange: the code read, unused; its burn, guarded (still unused when
+            the writes are made), is the exchange's first write. Found used, it is a replay,
+            whose revocation is made at once (the request fails: it has no writes of its own)."""
+            row = session.execute(
+                _FIND_CODE, {"code_hash": code_hash, "client_id": client.client_id}
+            ).one_or_none()
+            found = FoundCode(code_hash, client.client_id, client.secret_hash)
+            if row is None:
+                used_by = session.scalar(_CODE_SEEN_USED, {"code_hash": code_hash})
+                if used_by == client.client_id:
+                    provider.code_replayed(found)
+                return None  # unknown, another client's, or used before
+            g.oidc_code = found  # burned by the view if this exchange makes no writes
+            if now >= row.expires_at:
+                return None
+            family_id = uuid.uuid4()
+            writes.execute(
+                _BURN_FOUND_CODE,
+                {"b_code_hash": code_hash, "b_now": now, "b_family_id": family_id},
+                expect_row=True,
+                guard=CODE_USED,
             )
-            log.warning("authorization code replayed by client %s", client.client_id)
+            return CodeView(row, family_id=family_id)
 
         def delete_authorization_code(self, authorization_code: CodeView) -> None:
             pass  # kept (used) until purged, so that a replay is recognised
@@ -570,6 +699,7 @@ def make_code_grant(provider: Provider) -> type:
                 return None
             # the levels of the code: what the session was when the code was issued
             grantee.acr, grantee.amr, grantee.auth_time = row.acr, list(row.amr), row.auth_time
+            grantee.new_family_id = authorization_code.family_id
             return grantee
 
     return CodeGrant

@@ -24,6 +24,7 @@ from ..clock import Clock
 from ..db import DeferredWrites, StaleRead
 from ..directory.models import Professional
 from ..security.secrets import KeyedHasher, Purpose, random_token
+from ..sessions.models import ProviderSession
 from .claims import Released
 from .keys import KeyStore
 from .models import AccessToken, Client, RefreshToken, TokenFamily
@@ -37,7 +38,6 @@ REFRESH_TOKEN_LIFETIME = timedelta(hours=12)
 # Issuing writes with Core statements, each executed at once in the caller's transaction: a token
 # request is a few inserts, and the ORM's unit of work (identity map, flush ordering) cost more
 # than the inserts themselves.
-_INSERT_FAMILY = insert(cast(Table, TokenFamily.__table__))
 _INSERT_ACCESS = insert(cast(Table, AccessToken.__table__))
 _INSERT_REFRESH = insert(cast(Table, RefreshToken.__table__))
 _FAMILIES = cast(Table, TokenFamily.__table__)
@@ -61,6 +61,48 @@ _INSERT_SERVICE_FAMILY = (
     )
     .execution_options(preserve_rowcount=True)
 )  # an INSERT's rowcount is kept only when asked
+
+#: the guards of deferred issuing writes (:class:`~authsvc.db.StaleRead`'s ``guard``): the client
+#: changed (disabled, deleted, a new secret), or the grant did (its session is over, its account
+#: not active)
+CLIENT_CHANGED = "client"
+GRANT_OVER = "grant"
+
+_SESSIONS = cast(Table, ProviderSession.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_INSERT_GRANT_FAMILY = (
+    insert(_FAMILIES)
+    .from_select(
+        ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
+        select(
+            bindparam("family_id", type_=_FAMILIES.c.id.type),
+            _CLIENTS.c.client_id,
+            _ACCOUNTS.c.id,
+            _SESSIONS.c.id,
+            bindparam("scope", type_=_FAMILIES.c.scope.type),
+            bindparam("created_at", type_=_FAMILIES.c.created_at.type),
+        )
+        .select_from(
+            _SESSIONS.join(_ACCOUNTS, _ACCOUNTS.c.id == _SESSIONS.c.account_id).join(
+                _CLIENTS, _CLIENTS.c.client_id == bindparam("client_id")
+            )
+        )
+        .where(
+            _SESSIONS.c.id == bindparam("session_id"),
+            _SESSIONS.c.account_id == bindparam("account_id"),
+            _SESSIONS.c.ended_at.is_(None),
+            _SESSIONS.c.expires_at > bindparam("created_at", type_=_SESSIONS.c.expires_at.type),
+            _SESSIONS.c.last_seen_at > bindparam("idle_since", type_=_SESSIONS.c.last_seen_at.type),
+            _ACCOUNTS.c.status == AccountStatus.ACTIVE.value,
+            _CLIENTS.c.disabled_at.is_(None),
+            _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
+        )
+        # the session's row is share-locked (PostgreSQL): a session ending meanwhile either waits
+        # for this family, then revokes it with the others, or makes this insert find no row
+        .with_for_update(read=True, of=_SESSIONS),
+    )
+    .execution_options(preserve_rowcount=True)
+)
 
 
 @dataclass(frozen=True)
@@ -128,30 +170,6 @@ class Tokens:
 
     # --- issuing ---
 
-    def new_family(
-        self,
-        db: Session | DeferredWrites,
-        *,
-        client_id: str,
-        account_id: uuid.UUID | None,
-        session_id: str | None,
-        scope: str,
-    ) -> uuid.UUID:
-        """A new family, written at once (before the tokens that refer to it); its id."""
-        family_id = uuid.uuid4()
-        db.execute(
-            _INSERT_FAMILY,
-            {
-                "id": family_id,
-                "client_id": client_id,
-                "account_id": account_id,
-                "session_id": session_id,
-                "scope": scope,
-                "created_at": self.clock.now(),
-            },
-        )
-        return family_id
-
     def new_service_family(
         self, db: Session | DeferredWrites, *, client_id: str, secret_hash: str | None, scope: str
     ) -> uuid.UUID:
@@ -168,9 +186,46 @@ class Tokens:
             "created_at": self.clock.now(),
         }
         if isinstance(db, DeferredWrites):
-            db.execute(_INSERT_SERVICE_FAMILY, params, expect_row=True)
+            db.execute(_INSERT_SERVICE_FAMILY, params, expect_row=True, guard=CLIENT_CHANGED)
         elif not db.execute(_INSERT_SERVICE_FAMILY, params).rowcount:  # type: ignore[attr-defined]
-            raise StaleRead("the client changed")
+            raise StaleRead("the client changed", guard=CLIENT_CHANGED)
+        return family_id
+
+    def new_grant_family(
+        self,
+        db: Session | DeferredWrites,
+        *,
+        client_id: str,
+        secret_hash: str | None,
+        account_id: uuid.UUID,
+        session_id: str,
+        scope: str,
+        idle_timeout: timedelta,
+        family_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """The family of a person's grant (a code exchange), written — at once, or when the
+        deferred writes are made — only if the client is still enabled with the secret it
+        authenticated with and the grant still holds: the session not ended, expired or idle for
+        ``idle_timeout``, the account active. Else :class:`~authsvc.db.StaleRead` with guard
+        :data:`GRANT_OVER` (one statement cannot tell which of the two changed), and nothing is
+        issued. Read earlier, the session could have ended since: the family would have escaped
+        the revocation of the session's families."""
+        family_id = family_id or uuid.uuid4()
+        now = self.clock.now()
+        params = {
+            "family_id": family_id,
+            "client_id": client_id,
+            "secret_hash": secret_hash,
+            "account_id": account_id,
+            "session_id": session_id,
+            "scope": scope,
+            "created_at": now,
+            "idle_since": now - idle_timeout,
+        }
+        if isinstance(db, DeferredWrites):
+            db.execute(_INSERT_GRANT_FAMILY, params, expect_row=True, guard=GRANT_OVER)
+        elif not db.execute(_INSERT_GRANT_FAMILY, params).rowcount:  # type: ignore[attr-defined]
+            raise StaleRead("the grant or its client changed", guard=GRANT_OVER)
         return family_id
 
     def access_token(

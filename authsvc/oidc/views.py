@@ -29,7 +29,8 @@ from .claims import ACR_HIGH, ACR_LOW, ACR_VALUES, released_claims
 from .clients import ClientView
 from .keys import JWKS_MAX_AGE
 from .logout import needs_confirmation
-from .server import Provider
+from .server import CODE_USED, FoundCode, Provider
+from .tokens import GRANT_OVER
 
 bp = Blueprint("oidc", __name__)
 
@@ -281,12 +282,12 @@ def _endpoint(run: Any, *, read_only: bool = False, defer_writes: bool = False) 
     """Run an Authlib endpoint in one unit of work: a write transaction, or with ``read_only`` a
     read-only one (on SQLite no ``BEGIN IMMEDIATE``: it waits for no writer).
 
-    With ``defer_writes``, the endpoint runs outside any transaction (the client comes from
+    With ``defer_writes``, the endpoint runs in a read-only transaction (the client comes from
     :meth:`Provider.cached_client`) and records its writes (:class:`~authsvc.db.DeferredWrites`),
-    which are then made in a short write transaction that re-checks the client, together with
-    those of the process's other requests (:class:`~authsvc.db.GroupCommit`); the response goes
-    out only once that has committed. For requests whose writes depend on no row they lock
-    (a client_credentials grant): the write lock is held for the writes only.
+    which are then made in a short write transaction whose guards re-check what was read,
+    together with those of the process's other requests (:class:`~authsvc.db.GroupCommit`); the
+    response goes out only once that has committed. For requests that only insert (a
+    client_credentials grant, a code exchange): the write lock is held for the writes only.
     """
     svc = services()
     svc.keys.ready()
@@ -294,28 +295,59 @@ def _endpoint(run: Any, *, read_only: bool = False, defer_writes: bool = False) 
     if refused is not None:
         response = refused
     elif defer_writes:
-        writes = DeferredWrites()
-        g.oidc_writes = writes
-        try:
-            response = run(svc.oidc.server)
-        finally:
-            g.pop("oidc_writes", None)
-        if writes and response.status_code == 200:
-            try:
-                svc.oidc.commits.commit(writes)
-            except (StaleRead, IntegrityError):
-                response = _client_changed(svc.oidc)
+        response = _deferred(svc.oidc, run)
     else:
         unit = svc.db.read_transaction() if read_only else svc.db.transaction()
         try:
             with unit as db:
                 g.oidc_db = db
                 response = run(svc.oidc.server)
-        except StaleRead:
-            response = _client_changed(svc.oidc)
+            g.pop("oidc_code", None)  # burned in the transaction just committed
+        except StaleRead as exc:  # rolled back
+            code: FoundCode | None = g.pop("oidc_code", None)
+            response = _stale(svc.oidc, exc, code)
+            if code is not None:
+                svc.oidc.burn_code(code)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response
+
+
+def _deferred(provider: Provider, run: Any) -> Response:
+    """An endpoint request whose writes are deferred (:func:`_endpoint`), then committed."""
+    code: FoundCode | None
+    writes = DeferredWrites()
+    g.oidc_writes = writes
+    try:
+        with services().db.read_transaction() as reading:
+            g.oidc_db = reading
+            response = run(provider.server)
+    finally:
+        g.pop("oidc_writes", None)
+        g.pop("oidc_db", None)
+        code = g.pop("oidc_code", None)  # a code exchange's code, found
+    committed = False
+    if writes and response.status_code == 200:
+        try:
+            provider.commits.commit(writes)
+            committed = True
+        except StaleRead as exc:
+            response = _stale(provider, exc, code)
+        except IntegrityError:  # the client (or the account) was deleted meanwhile
+            response = _client_changed(provider)
+    if code is not None and not committed:
+        provider.burn_code(code)
+    return response
+
+
+def _stale(provider: Provider, exc: StaleRead, code: FoundCode | None) -> Response:
+    """The answer to a request whose guarded writes found that what it read has changed."""
+    if code is not None and exc.guard == CODE_USED:
+        provider.code_replayed(code)
+        return _oauth_error(400, "invalid_grant", "Invalid 'code' in request.")
+    if code is not None and exc.guard == GRANT_OVER and not provider.client_changed(code):
+        return _oauth_error(400, "invalid_grant", "The session of this code is over.")
+    return _client_changed(provider)
 
 
 def _client_changed(provider: Provider) -> Response:
@@ -355,13 +387,21 @@ def _oauth_error(status: int, error: str, description: str) -> Response:
 
 @bp.post("/token")
 def token() -> Response:
-    # a client_credentials grant reads the client, then only inserts: its writes are deferred
-    # (a client assertion is recorded as used while authenticating: that needs the write lock)
+    # A client_credentials grant reads the client, then only inserts: its writes are deferred. So
+    # are a code exchange's (it reads, burns the code, inserts) where the database has a single
+    # writer (SQLite): held through the whole exchange, its write lock serialised every exchange
+    # of every worker; on PostgreSQL, row locks, one transaction costs less than a read and a
+    # write one. A client assertion is recorded as used while authenticating, which needs the
+    # write transaction; a refresh locks its token.
     form = request.form
+    grant = form.get("grant_type")
     return _endpoint(
         lambda server: server.create_token_response(),
-        defer_writes=form.get("grant_type") == "client_credentials"
-        and "client_assertion" not in form,
+        defer_writes="client_assertion" not in form
+        and (
+            grant == "client_credentials"
+            or (grant == "authorization_code" and services().db.single_writer)
+        ),
     )
 
 

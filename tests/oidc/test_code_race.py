@@ -1,13 +1,14 @@
-"""Two (or eight) exchanges racing on one code (SECURITY "Nothing lost, nothing half-done"): the code
-is burned by the statement that finds it, so exactly one exchange gets tokens; the others are
-replays, refused with invalid_grant, and revoke what the winner was issued (RFC 9700 §4.1)."""
+"""Eight exchanges racing on one code (SECURITY "Nothing lost, nothing half-done"): exactly one
+exchange gets tokens; the others are replays, refused with invalid_grant, and revoke what the
+winner was issued (RFC 9700 §4.1). On PostgreSQL the code is burned by the statement that finds
+it; on SQLite the exchanges read it side by side and its burn, guarded (still unused), is the first
+of the writes they make afterwards, one transaction at a time (oidc/server.py, views._deferred)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from authsvc.oidc.models import TokenFamily
@@ -15,7 +16,6 @@ from authsvc.oidc.models import TokenFamily
 from .conftest import Tokens, pkce
 
 
-@pytest.mark.postgresql_only
 def test_one_code_racing_exchanges_exactly_one_wins(browser, anne, rp, app, services) -> None:  # type: ignore[no-untyped-def]
     verifier, challenge = pkce()
     cb = browser().sign_in(rp, anne, code_challenge=challenge, code_challenge_method="S256")
