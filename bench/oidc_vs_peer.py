@@ -492,7 +492,7 @@ class Instance:
                 actor="bench",
                 clock=svc.clock,
             )
-            opened = svc.sessions.sign_in(db, account, amr=["pwd"])  # as a password sign-in
+            opened = svc.sessions.sign_in(db, account.id, amr=["pwd"])  # as a password sign-in
             svc.sessions.add_client(db, opened.session, reg.client_id)  # as /authorize does
             live = opened.session
             workload = Workload(
