@@ -99,6 +99,12 @@ def db() -> Session:
     return g.oidc_db  # type: ignore[no-any-return]
 
 
+def cached_clients() -> bool:
+    """Whether this request authenticates its client from :meth:`Provider.cached_client`: a
+    deferred one, or an introspection, which re-checks the client with the token it reads."""
+    return deferred() is not None or bool(g.get("oidc_cached_client"))
+
+
 def deferred() -> DeferredWrites | None:
     """Where this request's writes go when its transaction only reads (a client_credentials
     request: views._endpoint), else None: they are made at once in :func:`db`."""
@@ -314,7 +320,7 @@ class Provider:
     def query_client(self, client_id: str) -> ClientView | None:
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
-        if deferred() is not None:
+        if cached_clients():
             return self.cached_client(client_id)
         return self._load_client(db(), client_id)
 
@@ -825,21 +831,40 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return token.claims
 
 
-def _query_token(provider: Provider, token: str, hint: str | None) -> TokenRecord | None:
+def _query_token(
+    provider: Provider, token: str, hint: str | None, caller: ClientView | None = None
+) -> TokenRecord | None:
     """The token an introspection or revocation request names. The hint only says where to look
     first: a token not found there is looked for among the other kind (RFC 7009 §2.1, RFC 7662
-    §2.1)."""
+    §2.1).
+
+    With ``caller`` (a client read from the cache: :func:`cached_clients`), it is also checked
+    that the caller is, now, still enabled with the secret it authenticated with — in the access
+    token's own query when that finds the token, else with a query of its own — and
+    ``invalid_client`` raised if not: a disabled client or an old secret learns nothing more."""
     if not isinstance(token, str):
         return None
     session = db()
     now = provider.services.clock.now()
+    checked: list[bool] = []
     if hint == "access_token":
-        return _access_record(provider, session, token, now) or _refresh_record(
+        found = _access_record(provider, session, token, now, caller, checked) or _refresh_record(
             provider, session, token, now
         )
-    return _refresh_record(provider, session, token, now) or _access_record(
-        provider, session, token, now
-    )
+    else:
+        found = _refresh_record(provider, session, token, now) or _access_record(
+            provider, session, token, now, caller, checked
+        )
+    if caller is not None:
+        if not checked:
+            checked.append(
+                provider.tokens.client_unchanged(session, caller.client_id, caller.secret_hash)
+            )
+        if not checked[0]:
+            provider.forget_clients()
+            # 401, as for any failed client authentication (RFC 6749 §5.2)
+            raise InvalidClientError(description="The client is no longer valid.", status_code=401)
+    return found
 
 
 def _refresh_record(
@@ -863,12 +888,29 @@ def _refresh_record(
 
 
 def _access_record(
-    provider: Provider, session: Session, token: str, now: datetime
+    provider: Provider,
+    session: Session,
+    token: str,
+    now: datetime,
+    caller: ClientView | None = None,
+    checked: list[bool] | None = None,
 ) -> TokenRecord | None:
+    """An access token's record; with ``caller``, whether it is unchanged is appended to
+    ``checked`` when the token's query could tell (:func:`_query_token`)."""
     claims = provider.tokens.decode_access(token)
     if claims is None:
         return None
-    found = provider.tokens.registered_access(session, claims["jti"])
+    if caller is None:
+        found = provider.tokens.registered_access(session, claims["jti"])
+    else:
+        found, caller_ok = provider.tokens.registered_access_for(
+            session,
+            claims["jti"],
+            caller_id=caller.client_id,
+            caller_secret_hash=caller.secret_hash,
+        )
+        if caller_ok is not None and checked is not None:
+            checked.append(caller_ok)
     if found is None:
         return None
     return TokenRecord(
@@ -925,6 +967,17 @@ def make_introspection_endpoint(provider: Provider) -> type:
 
         def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
             return _query_token(provider, token_string, token_type_hint)
+
+        def authenticate_token(self, request: Any, client: ClientView) -> TokenRecord | None:
+            """Authlib's, but the token looked up with its caller when the caller came from the
+            cache (:func:`_query_token` re-checks it)."""
+            self.check_params(request, client)
+            caller = client if cached_clients() else None
+            form = request.form
+            token = _query_token(provider, form["token"], form.get("token_type_hint"), caller)
+            if token and self.check_permission(token, client, request):
+                return token
+            return None
 
         def check_permission(self, token: TokenRecord, client: ClientView, request: Any) -> bool:
             """Who may see what (RFC 7662 §4): an access token is for the platform's APIs

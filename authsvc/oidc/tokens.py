@@ -135,6 +135,20 @@ _REGISTERED_ACCESS = (
 )
 
 
+#: whether a client (one that introspects) is still enabled with the secret it authenticated with
+_CLIENT_UNCHANGED = (
+    select(_CLIENTS.c.client_id)
+    .where(
+        _CLIENTS.c.client_id == bindparam("caller_id"),
+        _CLIENTS.c.disabled_at.is_(None),
+        _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("caller_secret_hash")),
+    )
+    .exists()
+)
+#: an access token's registration, and whether the client asking about it is unchanged
+_REGISTERED_ACCESS_FOR = _REGISTERED_ACCESS.add_columns(_CLIENT_UNCHANGED.label("caller_ok"))
+
+
 _ACCESS_FOR_PERSON = (
     _REGISTERED_ACCESS.add_columns(
         Professional.given_name,
@@ -327,6 +341,28 @@ class Tokens:
         """The registration of an access token and its family, in one query."""
         row = db.execute(_REGISTERED_ACCESS, {"jti": jti}).one_or_none()
         return None if row is None else RegisteredAccess(*row)
+
+    def registered_access_for(
+        self, db: Session, jti: str, *, caller_id: str, caller_secret_hash: str | None
+    ) -> tuple[RegisteredAccess | None, bool | None]:
+        """:meth:`registered_access`, and — in the same query — whether the client ``caller_id``
+        is still enabled with that secret (None when the token is not found: nothing said)."""
+        row = db.execute(
+            _REGISTERED_ACCESS_FOR,
+            {"jti": jti, "caller_id": caller_id, "caller_secret_hash": caller_secret_hash},
+        ).one_or_none()
+        if row is None:
+            return None, None
+        return RegisteredAccess(*row[:8]), bool(row.caller_ok)
+
+    def client_unchanged(self, db: Session, client_id: str, secret_hash: str | None) -> bool:
+        """Whether the client is still enabled with the secret it authenticated with."""
+        return bool(
+            db.scalar(
+                select(_CLIENT_UNCHANGED),
+                {"caller_id": client_id, "caller_secret_hash": secret_hash},
+            )
+        )
 
     def active_access(
         self, db: Session, token: str

@@ -413,11 +413,16 @@ def revoke() -> Response:
 @bp.post("/introspect")
 def introspect() -> Response:
     # Introspection only reads; a client assertion (private_key_jwt) records its jti, single-use
-    # across instances: that needs the write transaction.
-    return _endpoint(
-        lambda server: server.create_endpoint_response("introspection"),
-        read_only="client_assertion" not in request.form,
-    )
+    # across instances: that needs the write transaction. Without one, the client comes from the
+    # per-process cache and is re-checked in the token's own query (server._query_token).
+    read_only = "client_assertion" not in request.form
+    g.oidc_cached_client = read_only
+    try:
+        return _endpoint(
+            lambda server: server.create_endpoint_response("introspection"), read_only=read_only
+        )
+    finally:
+        g.pop("oidc_cached_client", None)
 
 
 def bearer_error(error: str, description: str, status: int = 401) -> Response:
