@@ -272,7 +272,7 @@ class Login:
             number = matricules.validate(typed_matricule)
         except matricules.InvalidMatricule:
             number = typed_matricule.strip()[:32]
-        with self.services.db.read_transaction() as db:
+        with self.services.db.read_transaction(snapshot=False) as db:  # one statement
             # Core statements on the connection: no ORM object, nothing to flush
             flow = (
                 db.connection()

@@ -339,7 +339,7 @@ class Provider:
         cached = self._clients.get(client_id)
         if cached is not None and now - cached[0] < CLIENT_CACHE_SECONDS:
             return cached[1]
-        with self.services.db.read_transaction() as session:
+        with self.services.db.read_transaction(snapshot=False) as session:  # one statement
             client = self._load_client(session, client_id)
         if client is None:
             self._clients.pop(client_id, None)

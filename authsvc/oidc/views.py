@@ -297,7 +297,9 @@ def _endpoint(run: Any, *, read_only: bool = False, defer_writes: bool = False) 
     elif defer_writes:
         response = _deferred(svc.oidc, run)
     else:
-        unit = svc.db.read_transaction() if read_only else svc.db.transaction()
+        # a read-only endpoint (introspection) needs no snapshot: each statement reads what is
+        # committed as it runs, so a revocation is seen the moment it is committed
+        unit = svc.db.read_transaction(snapshot=False) if read_only else svc.db.transaction()
         try:
             with unit as db:
                 g.oidc_db = db
@@ -454,7 +456,7 @@ def userinfo() -> Response:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     svc.keys.ready()
-    with svc.db.read_transaction() as db:
+    with svc.db.read_transaction(snapshot=False) as db:  # one statement
         active = svc.tokens.active_access_for_person(db, token)
     if active is None:
         return bearer_error("invalid_token", "The access token is not valid.")
