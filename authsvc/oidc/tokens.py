@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, null, select, update
+from sqlalchemy import Select, Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from ..accounts.models import Account, AccountStatus
@@ -42,25 +42,43 @@ _INSERT_ACCESS = insert(cast(Table, AccessToken.__table__))
 _INSERT_REFRESH = insert(cast(Table, RefreshToken.__table__))
 _FAMILIES = cast(Table, TokenFamily.__table__)
 _CLIENTS = cast(Table, Client.__table__)
-_INSERT_SERVICE_FAMILY = (
-    insert(_FAMILIES)
-    .from_select(
-        ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
-        select(
-            bindparam("family_id", type_=_FAMILIES.c.id.type),
-            _CLIENTS.c.client_id,
-            null(),
-            null(),
-            bindparam("scope", type_=_FAMILIES.c.scope.type),
-            bindparam("created_at", type_=_FAMILIES.c.created_at.type),
-        ).where(
-            _CLIENTS.c.client_id == bindparam("client_id"),
-            _CLIENTS.c.disabled_at.is_(None),
-            _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
-        ),
+_SESSIONS = cast(Table, ProviderSession.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+
+#: the client ``:client_id`` is still registered and enabled, with the secret ``:secret_hash`` it
+#: authenticated with (None: a public client, or one with keys)
+_CLIENT_UNCHANGED = (
+    _CLIENTS.c.client_id == bindparam("client_id"),
+    _CLIENTS.c.disabled_at.is_(None),
+    _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
+)
+
+
+def _insert_family(account_id: Any, session_id: Any) -> Select[Any]:
+    """The values of a new family (``:family_id``, ``:scope``, ``:created_at``), to be selected
+    from the rows its guards need."""
+    return select(
+        bindparam("family_id", type_=_FAMILIES.c.id.type),
+        _CLIENTS.c.client_id,
+        account_id,
+        session_id,
+        bindparam("scope", type_=_FAMILIES.c.scope.type),
+        bindparam("created_at", type_=_FAMILIES.c.created_at.type),
     )
-    .execution_options(preserve_rowcount=True)
-)  # an INSERT's rowcount is kept only when asked
+
+
+def _family_guarded_by(source: Select[Any]) -> Any:
+    """``INSERT INTO token_families … SELECT``: a row only if the guards of ``source`` hold."""
+    return (
+        insert(_FAMILIES)
+        .from_select(["id", "client_id", "account_id", "session_id", "scope", "created_at"], source)
+        .execution_options(preserve_rowcount=True)  # an INSERT's rowcount is kept only when asked
+    )
+
+
+_INSERT_SERVICE_FAMILY = _family_guarded_by(
+    _insert_family(null(), null()).where(*_CLIENT_UNCHANGED)
+)
 
 #: the guards of deferred issuing writes (:class:`~authsvc.db.StaleRead`'s ``guard``): the client
 #: changed (disabled, deleted, a new secret), or the grant did (its session is over, its account
@@ -68,40 +86,25 @@ _INSERT_SERVICE_FAMILY = (
 CLIENT_CHANGED = "client"
 GRANT_OVER = "grant"
 
-_SESSIONS = cast(Table, ProviderSession.__table__)
-_ACCOUNTS = cast(Table, Account.__table__)
-_INSERT_GRANT_FAMILY = (
-    insert(_FAMILIES)
-    .from_select(
-        ["id", "client_id", "account_id", "session_id", "scope", "created_at"],
-        select(
-            bindparam("family_id", type_=_FAMILIES.c.id.type),
-            _CLIENTS.c.client_id,
-            _ACCOUNTS.c.id,
-            _SESSIONS.c.id,
-            bindparam("scope", type_=_FAMILIES.c.scope.type),
-            bindparam("created_at", type_=_FAMILIES.c.created_at.type),
+_INSERT_GRANT_FAMILY = _family_guarded_by(
+    _insert_family(_ACCOUNTS.c.id, _SESSIONS.c.id)
+    .select_from(
+        _SESSIONS.join(_ACCOUNTS, _ACCOUNTS.c.id == _SESSIONS.c.account_id).join(
+            _CLIENTS, _CLIENTS.c.client_id == bindparam("client_id")
         )
-        .select_from(
-            _SESSIONS.join(_ACCOUNTS, _ACCOUNTS.c.id == _SESSIONS.c.account_id).join(
-                _CLIENTS, _CLIENTS.c.client_id == bindparam("client_id")
-            )
-        )
-        .where(
-            _SESSIONS.c.id == bindparam("session_id"),
-            _SESSIONS.c.account_id == bindparam("account_id"),
-            _SESSIONS.c.ended_at.is_(None),
-            _SESSIONS.c.expires_at > bindparam("created_at", type_=_SESSIONS.c.expires_at.type),
-            _SESSIONS.c.last_seen_at > bindparam("idle_since", type_=_SESSIONS.c.last_seen_at.type),
-            _ACCOUNTS.c.status == AccountStatus.ACTIVE.value,
-            _CLIENTS.c.disabled_at.is_(None),
-            _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("secret_hash")),
-        )
-        # the session's row is share-locked (PostgreSQL): a session ending meanwhile either waits
-        # for this family, then revokes it with the others, or makes this insert find no row
-        .with_for_update(read=True, of=_SESSIONS),
     )
-    .execution_options(preserve_rowcount=True)
+    .where(
+        _SESSIONS.c.id == bindparam("session_id"),
+        _SESSIONS.c.account_id == bindparam("account_id"),
+        _SESSIONS.c.ended_at.is_(None),
+        _SESSIONS.c.expires_at > bindparam("created_at", type_=_SESSIONS.c.expires_at.type),
+        _SESSIONS.c.last_seen_at > bindparam("idle_since", type_=_SESSIONS.c.last_seen_at.type),
+        _ACCOUNTS.c.status == AccountStatus.ACTIVE.value,
+        *_CLIENT_UNCHANGED,
+    )
+    # the session's row is share-locked (PostgreSQL): a session ending meanwhile either waits for
+    # this family, then revokes it with the others, or makes this insert find no row
+    .with_for_update(read=True, of=_SESSIONS)
 )
 
 
@@ -136,17 +139,9 @@ _REGISTERED_ACCESS = (
 
 
 #: whether a client (one that introspects) is still enabled with the secret it authenticated with
-_CLIENT_UNCHANGED = (
-    select(_CLIENTS.c.client_id)
-    .where(
-        _CLIENTS.c.client_id == bindparam("caller_id"),
-        _CLIENTS.c.disabled_at.is_(None),
-        _CLIENTS.c.secret_hash.is_not_distinct_from(bindparam("caller_secret_hash")),
-    )
-    .exists()
-)
+_CLIENT_STILL_VALID = select(_CLIENTS.c.client_id).where(*_CLIENT_UNCHANGED).exists()
 #: an access token's registration, and whether the client asking about it is unchanged
-_REGISTERED_ACCESS_FOR = _REGISTERED_ACCESS.add_columns(_CLIENT_UNCHANGED.label("caller_ok"))
+_REGISTERED_ACCESS_FOR = _REGISTERED_ACCESS.add_columns(_CLIENT_STILL_VALID.label("caller_ok"))
 
 
 _ACCESS_FOR_PERSON = (
@@ -349,7 +344,7 @@ class Tokens:
         is still enabled with that secret (None when the token is not found: nothing said)."""
         row = db.execute(
             _REGISTERED_ACCESS_FOR,
-            {"jti": jti, "caller_id": caller_id, "caller_secret_hash": caller_secret_hash},
+            {"jti": jti, "client_id": caller_id, "secret_hash": caller_secret_hash},
         ).one_or_none()
         if row is None:
             return None, None
@@ -359,8 +354,7 @@ class Tokens:
         """Whether the client is still enabled with the secret it authenticated with."""
         return bool(
             db.scalar(
-                select(_CLIENT_UNCHANGED),
-                {"caller_id": client_id, "caller_secret_hash": secret_hash},
+                select(_CLIENT_STILL_VALID), {"client_id": client_id, "secret_hash": secret_hash}
             )
         )
 
