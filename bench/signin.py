@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import argon2
-import sqlalchemy as sa
 
 import authsvc.models  # noqa: F401 - every table known to the metadata
 from authsvc import matricule
@@ -60,6 +59,7 @@ from authsvc.directory.importer import import_directory
 from authsvc.login.service import Login
 from authsvc.oidc.claims import ACR_LOW
 from bench.directory_import import fresh_database
+from bench.oidc_vs_peer import cpu_seconds, machine_busy
 from bench.report import emit
 
 PASSWORD = "correct horse battery staple 42"
@@ -81,29 +81,14 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy so far (all cores), from /proc/stat."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
-
-
 def backend_cpu(svc: Services) -> float | None:
-    """CPU seconds used so far by the PostgreSQL backends serving this database (the pool's
-    connections), read from /proc; None on SQLite, or when the server is not local and readable."""
+    """CPU seconds used so far by the PostgreSQL backends serving this database, read from /proc
+    (:func:`bench.oidc_vs_peer.cpu_seconds`); None on SQLite, or when none is found (the server is
+    not local, or its processes not readable)."""
     if svc.db.dialect != "postgresql":
         return None
-    with svc.db.engine.connect() as conn:
-        pids = conn.execute(
-            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        ).scalars()
-        total = 0
-        try:
-            for pid in pids:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            return None
-    return total / os.sysconf("SC_CLK_TCK")
+    seconds = cpu_seconds(-1, svc.db.engine.url.database)[0]  # no process group: backends only
+    return seconds or None
 
 
 def make_services(url: str, instance: Path) -> Services:

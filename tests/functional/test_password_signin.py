@@ -21,11 +21,12 @@ from authsvc.audit.tags import EventTag
 from authsvc.clock import FrozenClock
 from authsvc.directory.importer import import_directory
 from authsvc.login.models import LoginFlow
-from authsvc.login.service import FLOW_LIFETIME, LOCK_AFTER, LoginError, SignedIn
-from authsvc.oidc.claims import ACR_LOW
+from authsvc.login.service import FLOW_LIFETIME, LOCK_AFTER, LoginError
 from authsvc.security.passwords import Argon2Parameters, PasswordHasher
 from authsvc.security.secrets import Purpose
 from authsvc.sessions.models import ProviderSession
+
+from ..signins import IP, USER_AGENT, password, start
 
 PASSWORD = "violet harbour seldom anchor"
 
@@ -53,37 +54,6 @@ def accounts(services: Services, n: int, *, password_hash: str | None = None) ->
 
 def account_of(db: Any, number: str) -> Account:
     return db.query(Account).join(Account.professional).filter_by(matricule=number).one()  # type: ignore[no-any-return]
-
-
-def start(services: Services, *, page: str | None = None) -> tuple[str, str, str]:
-    with services.db.transaction() as db:
-        if page is not None:
-            started = services.login.start_for_page(
-                db, return_to=page, required_acr=ACR_LOW, lang="en"
-            )
-        else:
-            started = services.login.start(
-                db,
-                client_id="rp",
-                request={"client_id": "rp", "response_type": "code", "scope": "openid"},
-                required_acr=ACR_LOW,
-                login_hint=None,
-                lang="en",
-            )
-        return started.flow.id, started.binding, started.flow.csrf_token
-
-
-def password(
-    services: Services,
-    flow: tuple[str, str, str],
-    number: str,
-    secret: str = PASSWORD,
-    *,
-    cookie: str | None = None,
-) -> SignedIn:
-    return services.login.password(
-        *flow, number, secret, previous_cookie=cookie, ip="192.0.2.7", user_agent="test agent"
-    )
 
 
 def refused(services: Services, flow: tuple[str, str, str], number: str, secret: str) -> str:
@@ -124,7 +94,7 @@ def test_a_sign_in_writes_the_session_the_flow_and_the_account(services: Service
     flow = start(services)
     before = len(events(services))
 
-    signed = password(services, flow, number)
+    signed = password(services, flow, number, PASSWORD)
 
     with services.db.read_transaction() as db:
         account = account_of(db, number)
@@ -143,8 +113,8 @@ def test_a_sign_in_writes_the_session_the_flow_and_the_account(services: Service
             services.settings.session_max_age
         )
         assert (session.user_agent, session.ip, session.ended_at) == (
-            "test agent",
-            "192.0.2.7",
+            USER_AGENT,
+            IP,
             None,
         )
         assert signed.opened.session.expires_at == session.expires_at
@@ -162,13 +132,13 @@ def test_a_sign_in_writes_the_session_the_flow_and_the_account(services: Service
             EventTag.SESSION_OPENED,
             f"account:{account.id}",
             f"session:{session.id[:12]}",
-            {"amr": ["pwd"], "ip": "192.0.2.7", "card": None},
+            {"amr": ["pwd"], "ip": IP, "card": None},
         ),
         (
             EventTag.LOGIN_SUCCEEDED,
             f"account:{account.id}",
             f"professional:{number}",
-            {"method": "password", "client_id": "rp", "ip": "192.0.2.7"},
+            {"method": "password", "client_id": "rp", "ip": IP},
         ),
     ]
     assert chain_ok(services)
@@ -177,7 +147,7 @@ def test_a_sign_in_writes_the_session_the_flow_and_the_account(services: Service
 def test_a_flow_for_a_page_is_used_up_at_sign_in(services: Services) -> None:
     (number,) = accounts(services, 1)
     flow = start(services, page="/account")
-    signed = password(services, flow, number)
+    signed = password(services, flow, number, PASSWORD)
     assert signed.redirect_to == f"{services.settings.issuer}/account"
     with services.db.read_transaction() as db:
         stored = db.get_one(LoginFlow, flow[0])
@@ -220,8 +190,8 @@ def test_wrong_passwords_count_and_lock_the_account(
         assert account.failed_logins == n
         assert account.last_failed_login_at == services.clock.now()
         new = events(services)[before:]
-        failed = {"method": "password", "ip": "192.0.2.7", "known": True, "failed_logins": n}
-        expected = [(EventTag.LOGIN_FAILED, "ip:192.0.2.7", f"professional:{number}", failed)]
+        failed = {"method": "password", "ip": IP, "known": True, "failed_logins": n}
+        expected = [(EventTag.LOGIN_FAILED, f"ip:{IP}", f"professional:{number}", failed)]
         if n == LOCK_AFTER:
             locked = {"account_id": str(account.id), "reason": f"{LOCK_AFTER} wrong passwords"}
             expected.insert(
@@ -235,7 +205,7 @@ def test_wrong_passwords_count_and_lock_the_account(
     (event_,) = events(services)[before:]
     assert event_.data == {
         "method": "password",
-        "ip": "192.0.2.7",
+        "ip": IP,
         "known": True,
         "status": "locked",
     }
@@ -269,12 +239,12 @@ def test_every_refusal_costs_one_argon2_verification(
 
 def test_a_previous_session_is_reauthenticated_or_ended(services: Services) -> None:
     anne, jean = accounts(services, 2)
-    first = password(services, start(services), anne)
-    again = password(services, start(services), anne, cookie=first.opened.cookie)
+    first = password(services, start(services), anne, PASSWORD)
+    again = password(services, start(services), anne, PASSWORD, cookie=first.opened.cookie)
     assert again.opened.session.id == first.opened.session.id
     assert again.opened.cookie != first.opened.cookie
     assert events(services)[-2].tag == EventTag.SESSION_REAUTHENTICATED
-    other = password(services, start(services), jean, cookie=again.opened.cookie)
+    other = password(services, start(services), jean, PASSWORD, cookie=again.opened.cookie)
     assert other.opened.session.id != first.opened.session.id
     assert [e.tag for e in events(services)[-3:]] == [
         EventTag.SESSION_ENDED,

@@ -14,10 +14,11 @@ from authsvc.audit import service as audit
 from authsvc.audit.models import AuditEvent
 from authsvc.login.models import LoginFlow
 from authsvc.login.service import LoginError
-from authsvc.oidc.claims import ACR_HIGH, ACR_LOW
+from authsvc.oidc.claims import ACR_HIGH
 from authsvc.security.passwords import PasswordHasher
 from authsvc.sessions.models import ProviderSession
 
+from ..signins import IP, password, start
 from .conftest import PASSWORD, Person
 
 
@@ -31,33 +32,6 @@ def statements(services: Services) -> Iterator[list[str]]:
     event.listen(services.db.engine, "before_cursor_execute", before)
     yield seen
     event.remove(services.db.engine, "before_cursor_execute", before)
-
-
-def start(services: Services, *, acr: str = ACR_LOW) -> tuple[str, str, str]:
-    with services.db.transaction() as db:
-        started = services.login.start(
-            db,
-            client_id="rp",
-            request={"client_id": "rp", "response_type": "code", "scope": "openid"},
-            required_acr=acr,
-            login_hint=None,
-            lang="en",
-        )
-        return started.flow.id, started.binding, started.flow.csrf_token
-
-
-def password(services: Services, flow: tuple[str, str, str], number: str, secret: str) -> Any:
-    flow_id, binding, csrf = flow
-    return services.login.password(
-        flow_id,
-        binding,
-        csrf,
-        number,
-        secret,
-        previous_cookie=None,
-        ip="192.0.2.1",
-        user_agent="test",
-    )
 
 
 def events(services: Services) -> list[AuditEvent]:
@@ -83,7 +57,7 @@ def test_sign_in_two_units_one_head_lock(
     assert [e.tag for e in new] == ["session:session:opened", "login:attempt:succeeded"]
     assert [e.seq for e in new] == [before + 1, before + 2]
     assert new[1].prev_hash == new[0].hash
-    assert new[1].data == {"method": "password", "client_id": "rp", "ip": "192.0.2.1"}
+    assert new[1].data == {"method": "password", "client_id": "rp", "ip": IP}
     assert new[0].subject == f"session:{signed.opened.session.id[:12]}"
     with services.db.read_transaction() as db:
         assert audit.verify(db).ok
