@@ -25,10 +25,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """
     from . import logs
     from .web import init_web
+    from .web.application import Application, check_sync
 
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app = Application(__name__, instance_path=str(settings.instance_dir))
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.update(overrides)
     app.extensions["authsvc"] = services
     init_web(app)
+    check_sync(app)
     # discovery and JWKS answered before Flask (and before ProxyFix: they depend on no address)
     from .web.fast import FastPath
 

@@ -41,23 +41,24 @@ def security_headers(card_agent_origin: str, is_https: bool) -> list[tuple[str, 
     return headers
 
 
+NO_STORE = ("Cache-Control", "no-store")
+
+
 def init_app(app: Flask) -> None:
-    #: the security headers, and those of them sent after ``Cache-Control`` (HSTS)
-    prepared: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
+    #: the security headers in the order they are sent, ``Cache-Control: no-store`` among them
+    #: (before HSTS), each with its name in lower case: built at the first response
+    prepared: list[tuple[str, tuple[str, str]]] = []
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
         if not prepared:
             settings = services().settings
             every = security_headers(settings.card_agent_url, settings.is_https)
-            last = [h for h in every if h[0] == "Strict-Transport-Security"]
-            prepared.append(([h for h in every if h not in last], last))
-        first, last = prepared[0]
+            hsts = [h for h in every if h[0] == "Strict-Transport-Security"]
+            ordered = [*(h for h in every if h not in hsts), NO_STORE, *hsts]
+            prepared.extend((name.lower(), (name, value)) for name, value in ordered)
         headers = response.headers
-        for name, value in first:
-            headers.setdefault(name, value)
-        if "Cache-Control" not in headers:
-            headers["Cache-Control"] = "no-store"
-        for name, value in last:
-            headers.setdefault(name, value)
+        # each one the view did not set itself, in one pass over the response's few headers
+        present = {name.lower() for name in headers.keys()}  # noqa: SIM118 - Headers' own keys()
+        headers.extend([header for name, header in prepared if name not in present])
         return response

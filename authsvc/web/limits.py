@@ -17,6 +17,7 @@ share one Redis.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -103,8 +104,25 @@ def init_app(app: Flask, storage_uri: str, *, key_prefix: str | None = None) -> 
     # Every limit is a route's own (above): its decorator checks it. There are no default,
     # application or blueprint limits, which are all the extension's before_request hook looks
     # for; on every request (the token endpoint, introspection…) it found none, at a cost.
-    hooks = app.before_request_funcs.get(None, [])
-    if limiter._check_request_limit in hooks:
-        hooks.remove(limiter._check_request_limit)
+    # Nor do its other hooks serve here: after each request it deducts the limits declared with
+    # ``deduct_when`` (none is) and adds the rate-limit headers (``headers_enabled=False``), and
+    # at teardown it resets its per-request state, which lives on the request's context and goes
+    # with it. Each ran on every request.
+    registries: list[dict[Any, list[Any]]] = [
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+    ]
+    for registry in registries:
+        hooks = registry.get(None, [])
+        hooks[:] = [hook for hook in hooks if not _belongs_to(hook, limiter)]
     app.extensions["authsvc_limiter"] = limiter
     return limiter
+
+
+def _belongs_to(hook: Any, limiter: Limiter) -> bool:
+    """Whether a request hook is one the extension registered (a method of ``limiter``, or a
+    ``functools.partial`` of one that binds it)."""
+    if getattr(hook, "__self__", None) is limiter:
+        return True
+    return isinstance(hook, functools.partial) and hook.args[:1] == (limiter,)
