@@ -42,6 +42,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks.json"
 METHODS = frozenset({"GET", "HEAD"})
+#: the environ key of ``time.perf_counter()`` when the request reached this middleware (the web
+#: layer's metrics time every request from it: authsvc/web/metrics.py)
+STARTED = "authsvc.started"
 
 
 class _Prepared:
@@ -104,8 +107,6 @@ class FastPath:
             JWKS_PATH: _Endpoint(JWKS_PATH, lambda: services.keys.jwks(), JWKS_MAX_AGE),
         }
         self._first = on_first_request
-        #: (endpoint, method, status class) → the metrics' children, resolved once each
-        self._metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
@@ -117,6 +118,7 @@ class FastPath:
             or environ.get("CONTENT_LENGTH", "") not in ("", "0")
             or "HTTP_TRANSFER_ENCODING" in environ
         ):
+            environ[STARTED] = started  # the Flask path's metrics time the request from here
             return self.inner(environ, start_response)
         if self._first is not None:
             first, self._first = self._first, None
@@ -124,6 +126,7 @@ class FastPath:
         try:
             prepared = self._prepared(endpoint)
         except Exception:  # Flask answers it, with its error handling and logging
+            environ[STARTED] = started
             return self.inner(environ, start_response)
         condition = environ.get("HTTP_IF_NONE_MATCH")
         if condition and parse_etags(condition).contains_weak(prepared.tag):
@@ -133,7 +136,9 @@ class FastPath:
             body = b"" if method == "HEAD" else prepared.body
         request_id = request_id_of(environ.get("HTTP_X_REQUEST_ID"))
         start_response(status, [*headers, (REQUEST_ID_HEADER, request_id)])
-        self._count(endpoint.label, method, status, time.perf_counter() - started)
+        recorded.http_request(
+            endpoint.label, method, int(status[:3]), time.perf_counter() - started
+        )
         return [body]
 
     def _prepared(self, endpoint: _Endpoint) -> _Prepared:
@@ -144,22 +149,5 @@ class FastPath:
             endpoint.current = prepared
         return prepared
 
-    def _count(self, label: str, method: str, status: str, seconds: float) -> None:
-        """As ``authsvc.metrics.http_request`` records it, with the labelled children kept."""
-        key = (label, method, status)
-        try:
-            children = self._metrics.get(key)
-            if children is None:
-                status_class = f"{status[0]}xx"
-                children = (
-                    recorded.HTTP_REQUESTS.labels(label, method, status_class),
-                    recorded.HTTP_DURATION.labels(label, method),
-                )
-                self._metrics[key] = children
-            children[0].inc()
-            children[1].observe(seconds)
-        except Exception:  # a metric that cannot be recorded never fails the request
-            log.warning("metrics: cannot record http_request", exc_info=True)
 
-
-__all__ = ["DISCOVERY_PATH", "JWKS_PATH", "FastPath"]
+__all__ = ["DISCOVERY_PATH", "JWKS_PATH", "STARTED", "FastPath"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, abort, g, request
+from flask import Flask, Response, abort, request
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,6 +42,7 @@ from .. import metrics as recorded
 from ..app import Services
 from ..errors import ConfigError
 from ..outbox.models import OutboxMessage
+from .fast import STARTED
 
 log = logging.getLogger("authsvc.metrics")
 
@@ -222,13 +223,10 @@ def init_metrics(app: Flask) -> None:
     services: Services = app.extensions["authsvc"]
     check_multiprocess_dir()
 
-    @app.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-
     @app.after_request
     def _count_request(response: Response) -> Response:
-        started = g.get("metrics_started")
+        # timed from the outermost middleware (authsvc/web/fast.py), which sees it first
+        started = request.environ.get(STARTED)
         seconds = time.perf_counter() - started if started is not None else 0.0
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else UNMATCHED
