@@ -17,7 +17,8 @@ process on the host — which wakes the next writer the moment the last one comm
 a bounded pool with pre-ping and a connect timeout; read-only units of work run in
 ``REPEATABLE READ``, one consistent snapshot — or, for the hot reads of one statement (userinfo,
 introspection, a client's lookup, a sign-in's first read), outside any transaction, which spares
-them the ``BEGIN`` and ``ROLLBACK`` round trips (``read_transaction(snapshot=False)``).
+them the ``BEGIN`` and ``ROLLBACK`` round trips (``read_transaction(snapshot=False)``); a read of
+Core statements alone can skip the ORM session too (:meth:`Database.read_connection`).
 
 Each session carries :attr:`Database.session_info` in ``session.info`` (e.g. the audit chain's
 key), so that services find it without taking it as an argument.
@@ -35,7 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Executable, MetaData, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Executable,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -172,8 +182,10 @@ class DeferredWrites:
         the one given here (what the caller answers depends on which guard failed)."""
 
         def step(session: Session) -> None:
-            result = session.execute(statement, params)
-            if expect_row and not result.rowcount:  # type: ignore[attr-defined]
+            # on the session's connection: a Core statement needs none of the ORM's execution
+            # (~35 µs each; nothing of the ORM is pending in a group commit's session)
+            result = session.connection().execute(statement, params)
+            if expect_row and not result.rowcount:
                 raise StaleRead(str(statement).split("\n", 1)[0], guard=guard)
 
         self._steps.append(step)
@@ -406,6 +418,16 @@ class Database:
         engine = self._read_engine if snapshot else self._statement_engine
         with self._sessions(bind=engine) as session:
             yield session  # closing the session rolls its transaction back
+
+    @contextmanager
+    def read_connection(self, *, snapshot: bool = True) -> Iterator[Connection]:
+        """:meth:`read_transaction` as a Core connection, without an ORM session: for reads that
+        load no ORM object (userinfo's one query). The session's unit of work and its ORM
+        execution cost ~85 µs of Python per read (SQLite, measured: 156 → 71 µs for userinfo's
+        query)."""
+        engine = self._read_engine if snapshot else self._statement_engine
+        with engine.connect() as connection:
+            yield connection  # closing it rolls its transaction back
 
     def ping(self) -> None:
         with self._read_engine.connect() as conn:

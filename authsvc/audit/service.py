@@ -190,10 +190,14 @@ def record(
         else:
             heads = current.heads
     known = heads.get(chain) if heads is not None else None
+    # the statements below are Core: on the session's connection, in its transaction, without
+    # the ORM's execution of each; the session's pending changes first, as session.execute
+    # would have flushed them (then the head is locked, as an ORM query did)
+    connection = session.connection()
+    if session.autoflush:
+        session.flush()
     if known is None:
-        if session.autoflush:
-            session.flush()  # pending changes first, then the head is locked (as an ORM query did)
-        head = session.execute(_LOCK_HEAD, {"head_chain": chain}).one_or_none()
+        head = connection.execute(_LOCK_HEAD, {"head_chain": chain}).one_or_none()
         if head is None:
             raise RuntimeError("the audit chain has no head row: run `authsvc db upgrade`")
         known = (head.seq, head.hash)
@@ -224,8 +228,8 @@ def record(
     if heads is not None:
         heads.pop(chain, None)  # known again only once both statements below have succeeded
     # the event first: the database lets the head advance only to an event
-    inserted = cast("CursorResult[Any]", session.execute(_INSERT_EVENT, values))
-    session.execute(
+    inserted = cast("CursorResult[Any]", connection.execute(_INSERT_EVENT, values))
+    connection.execute(
         _ADVANCE_HEAD, {"head_chain": chain, "head_seq": prev_seq + 1, "head_hash": digest}
     )
     if current is not None and heads is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, insert, null, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, insert, null, select, update
 from sqlalchemy.orm import Session
 
 from ..accounts.models import Account, AccountStatus
@@ -342,10 +342,15 @@ class Tokens:
     ) -> tuple[RegisteredAccess | None, bool | None]:
         """:meth:`registered_access`, and — in the same query — whether the client ``caller_id``
         is still enabled with that secret (None when the token is not found: nothing said)."""
-        row = db.execute(
-            _REGISTERED_ACCESS_FOR,
-            {"jti": jti, "client_id": caller_id, "secret_hash": caller_secret_hash},
-        ).one_or_none()
+        # on the session's connection: a Core read, without the ORM's execution (~45 µs)
+        row = (
+            db.connection()
+            .execute(
+                _REGISTERED_ACCESS_FOR,
+                {"jti": jti, "client_id": caller_id, "secret_hash": caller_secret_hash},
+            )
+            .one_or_none()
+        )
         if row is None:
             return None, None
         return RegisteredAccess(*row[:8]), bool(row.caller_ok)
@@ -371,7 +376,7 @@ class Tokens:
         return claims, found
 
     def active_access_for_person(
-        self, db: Session, token: str
+        self, db: Session | Connection, token: str
     ) -> tuple[dict[str, Any], RegisteredAccess, Released | None] | None:
         """:meth:`active_access`, with what may be released of the person behind it (None when
         the token is a service's own, or the account is not active), in one query (userinfo)."""

@@ -456,7 +456,7 @@ def userinfo() -> Response:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     svc.keys.ready()
-    with svc.db.read_transaction(snapshot=False) as db:  # one statement
+    with svc.db.read_connection(snapshot=False) as db:  # one statement, no ORM object
         active = svc.tokens.active_access_for_person(db, token)
     if active is None:
         return bearer_error("invalid_token", "The access token is not valid.")
