@@ -47,8 +47,10 @@ def test_sign_in_two_units_one_head_lock(
     statements.clear()
     signed = password(services, flow, anne.matricule, PASSWORD)
     assert signed.opened.session.account_id == anne.account_id
-    if db_kind == "sqlite":
-        assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN", "BEGIN IMMEDIATE"]
+    if db_kind == "sqlite":  # the read: one statement on its own (no BEGIN), then the write
+        assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+        assert statements[0].startswith("SELECT")
+        assert statements.index("BEGIN IMMEDIATE") == 1
     head_reads = [s for s in statements if s.startswith("SELECT") and "audit_chain_heads" in s]
     assert len(head_reads) == 1
     if db_kind == "postgresql":
