@@ -422,7 +422,9 @@ class Database:
         pre-ping); on SQLite, their Python.
         """
         engine = self._read_engine if snapshot else self._statement_engine
-        with self._sessions(bind=engine) as session:
+        # never flushed: a change made to an object by mistake is dropped at the close (outside
+        # a transaction, a flush would commit it at once)
+        with self._sessions(bind=engine, autoflush=False) as session:
             yield session  # closing the session rolls its transaction back
 
     @contextmanager

@@ -123,8 +123,9 @@ _HTTP_CHILDREN_MAX = 10_000
 
 
 @_quietly
-def http_request(endpoint: str, method: str, status: int, seconds: float) -> None:
-    """An HTTP request answered (the web layer calls this for every request)."""
+def http_request(endpoint: str, method: str, status: int, seconds: float | None) -> None:
+    """An HTTP request answered (the web layer calls this for every request); ``seconds``
+    None: counted, not timed."""
     key = (endpoint, _one_of(method, HTTP_METHODS), status)
     children = _HTTP_CHILDREN.get(key)
     if children is None:
@@ -136,7 +137,8 @@ def http_request(endpoint: str, method: str, status: int, seconds: float) -> Non
             _HTTP_CHILDREN.clear()
         _HTTP_CHILDREN[key] = children
     children[0].inc()
-    children[1].observe(seconds)
+    if seconds is not None:
+        children[1].observe(seconds)
 
 
 @_quietly

@@ -461,9 +461,16 @@ class Provider:
             tokens_issued(grant_type)
 
     def grantee(
-        self, session: Session, account_id: uuid.UUID, session_id: str | None
+        self,
+        session: Session,
+        account_id: uuid.UUID,
+        session_id: str | None,
+        *,
+        touch: bool = True,
     ) -> Grantee | None:
-        """The person and their live session, or None (the grant is refused)."""
+        """The person and their live session, or None (the grant is refused). With ``touch``
+        (a grant: the relying service acting in the session), the session's last activity moves
+        on; not for a read-only look (introspection)."""
         if session_id is None:
             return None
         found = session.execute(
@@ -480,7 +487,7 @@ class Provider:
         # the session's idle rule holds here too; a relying service's refresh is activity in it
         if now - live.last_seen_at >= IDLE_TIMEOUT:
             return None
-        if now - live.last_seen_at >= TOUCH_EVERY:
+        if touch and now - live.last_seen_at >= TOUCH_EVERY:
             later = deferred()
             if later is None:
                 live.last_seen_at = now
@@ -1006,7 +1013,9 @@ def make_introspection_endpoint(provider: Provider) -> type:
                 session = db()
                 family = token.family
                 if family.account_id is not None:
-                    grantee = provider.grantee(session, family.account_id, family.session_id)
+                    grantee = provider.grantee(
+                        session, family.account_id, family.session_id, touch=False
+                    )
                     if grantee is None:
                         return {"active": False}
                     client = provider.query_client(family.client_id)

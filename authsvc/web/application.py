@@ -47,6 +47,7 @@ def check_sync(app: Flask) -> None:
             app.teardown_request_funcs,
             app.url_value_preprocessors,
             app.url_default_functions,
+            app.template_context_processors,
         ):
             for hooks in registry.values():
                 yield from hooks
@@ -56,7 +57,7 @@ def check_sync(app: Flask) -> None:
                 yield from by_class.values()
 
     for func in every():
-        target = getattr(func, "func", func)  # a functools.partial
+        target = inspect.unwrap(getattr(func, "func", func))  # a partial, a decorated view
         if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(func):
             raise TypeError(f"authsvc serves no async views or hooks: {func!r}")
 

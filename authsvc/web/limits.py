@@ -28,6 +28,7 @@ from flask_limiter.util import get_remote_address
 from limits.errors import StorageError
 from redis.exceptions import RedisError
 
+from ..errors import ConfigError
 from ..security.throttle import storage_options
 from .errors import error_response
 
@@ -108,6 +109,14 @@ def init_app(app: Flask, storage_uri: str, *, key_prefix: str | None = None) -> 
     # ``deduct_when`` (none is) and adds the rate-limit headers (``headers_enabled=False``), and
     # at teardown it resets its per-request state, which lives on the request's context and goes
     # with it. Each ran on every request.
+    # Should one of those features ever be configured, it would do nothing without its hooks:
+    # refused here, loudly, rather than silently unenforced.
+    served_by_hooks = [key for key in _HOOK_FEATURES if app.config.get(key)]
+    if served_by_hooks:
+        raise ConfigError(
+            f"{', '.join(served_by_hooks)}: authsvc's limits are the routes' own "
+            "(authsvc/web/limits.py LIMITS); Flask-Limiter's request hooks are not registered"
+        )
     registries: list[dict[Any, list[Any]]] = [
         app.before_request_funcs,
         app.after_request_funcs,
@@ -118,6 +127,20 @@ def init_app(app: Flask, storage_uri: str, *, key_prefix: str | None = None) -> 
         hooks[:] = [hook for hook in hooks if not _belongs_to(hook, limiter)]
     app.extensions["authsvc_limiter"] = limiter
     return limiter
+
+
+#: Flask-Limiter settings that only its request hooks act on (default, application and meta
+#: limits, deductions after the response, the rate-limit headers, the in-memory fallback)
+_HOOK_FEATURES = (
+    "RATELIMIT_DEFAULT",
+    "RATELIMIT_APPLICATION",
+    "RATELIMIT_META",
+    "RATELIMIT_DEFAULTS_DEDUCT_WHEN",
+    "RATELIMIT_APPLICATION_DEDUCT_WHEN",
+    "RATELIMIT_HEADERS_ENABLED",
+    "RATELIMIT_IN_MEMORY_FALLBACK",
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
+)
 
 
 def _belongs_to(hook: Any, limiter: Limiter) -> bool:

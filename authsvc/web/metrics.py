@@ -226,8 +226,9 @@ def init_metrics(app: Flask) -> None:
     @app.after_request
     def _count_request(response: Response) -> Response:
         # timed from the outermost middleware (authsvc/web/fast.py), which sees it first
+        # (not when the application below the middleware is called directly: counted, untimed)
         started = request.environ.get(STARTED)
-        seconds = time.perf_counter() - started if started is not None else 0.0
+        seconds = time.perf_counter() - started if started is not None else None
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else UNMATCHED
         recorded.http_request(endpoint, request.method, response.status_code, seconds)

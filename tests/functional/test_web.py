@@ -165,6 +165,46 @@ def test_an_async_view_is_refused_when_the_app_is_built(app) -> None:  # type: i
         check_sync(app)
 
 
+def test_an_async_view_behind_a_decorator_is_refused_too(app) -> None:  # type: ignore[no-untyped-def]
+    import functools
+
+    import pytest
+
+    from authsvc.web.application import check_sync
+
+    def decorated(view):  # type: ignore[no-untyped-def]
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    @app.get("/async-decorated")
+    @decorated
+    async def later():  # type: ignore[no-untyped-def]
+        return "{}"
+
+    with pytest.raises(TypeError, match="no async views"):
+        check_sync(app)
+
+
+def test_limiter_settings_only_its_hooks_would_act_on_are_refused(settings, services) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from authsvc import create_app
+    from authsvc.errors import ConfigError
+
+    for setting in ("RATELIMIT_DEFAULT", "RATELIMIT_HEADERS_ENABLED"):
+        with pytest.raises(ConfigError, match=setting):
+            create_app(
+                settings,
+                TESTING=True,
+                SERVICES=services,
+                AUTHSVC_OUTBOX_WORKER=False,
+                **{setting: "1 per second" if setting == "RATELIMIT_DEFAULT" else True},
+            )
+
+
 def test_the_limiter_runs_no_hook_of_its_own_on_each_request(app) -> None:  # type: ignore[no-untyped-def]
     """Its limits are the routes' own decorators (a 429 is still answered: tests/*/test_*limit*);
     its before, after and teardown hooks had nothing to do on any request (no default limits, no

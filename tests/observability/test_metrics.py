@@ -132,6 +132,23 @@ def test_an_unknown_http_method_is_other(scraper: Scraper, client) -> None:  # t
     assert "BREW" not in scraper.text
 
 
+def test_a_request_is_timed_from_the_middleware_and_counted_untimed_without_it(  # type: ignore[no-untyped-def]
+    scraper: Scraper, app
+) -> None:
+    """The fast path (the outermost middleware) stamps when a request arrived; the application
+    below it, called on its own, counts the request and records no made-up duration."""
+    from werkzeug.test import EnvironBuilder
+
+    assert app.test_client().get("/healthz").status_code == 200  # through the middleware
+    environ = EnvironBuilder(path="/healthz").get_environ()
+    body = b"".join(app.wsgi_app.inner(environ, lambda *a: None))  # below it
+    assert b'"status"' in body
+    labels = {"endpoint": "/healthz", "method": "GET"}
+    assert scraper.moved("authsvc_http_requests_total", status="2xx", **labels) == 2
+    assert scraper.moved("authsvc_http_request_duration_seconds_count", **labels) == 1
+    assert scraper.moved("authsvc_http_request_duration_seconds_sum", **labels) > 0
+
+
 # --- sign-ins ------------------------------------------------------------------------------------
 
 
