@@ -104,7 +104,7 @@ lint: $(STAMP)
 system-packages-bench:
 	$(call apt_install,wrk nodejs npm)
 
-# every figure of docs/performance.md, one benchmark after the other (about 25 minutes; run it on
+# every figure of docs/performance.md, one benchmark after the other (about 30 minutes; run it on
 # a machine doing nothing else)
 bench: system-packages-bench $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
@@ -115,6 +115,7 @@ bench: system-packages-bench $(STAMP)
 	$(BIN)/python bench/start.py --results bench/results
 	$(BIN)/python bench/start.py --db postgresql --results bench/results
 	$(BIN)/python bench/oidc_vs_peer.py --db both --results bench/results
+	$(BIN)/python bench/token_floor.py --results bench/results
 	$(BIN)/python bench/plot.py
 
 clean:

@@ -379,30 +379,34 @@ class Workload:
     challenge: str
 
 
+def granian_argv(app: list[str], port: int, workers: int, threads: int) -> list[str]:
+    """granian serving the WSGI application ``app`` (its arguments) on 127.0.0.1:``port``."""
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "wsgi",
+        *app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--http",
+        "1",
+        "--no-ws",
+        "--backlog",
+        "512",
+    ]
+
+
 def server_argv(server: str, port: int, workers: int, threads: int) -> list[str]:
     """The command line of authsvc's production server on 127.0.0.1:``port`` (docs/deployment.md),
     with what a benchmark needs on top: a larger backlog, and no worker recycled during the runs."""
     if server == "granian":
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "wsgi",
-            "--factory",
-            "authsvc.wsgi:worker_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--blocking-threads",
-            str(threads),
-            "--http",
-            "1",
-            "--no-ws",
-            "--backlog",
-            "512",
-        ]
+        return granian_argv(["--factory", "authsvc.wsgi:worker_app"], port, workers, threads)
     return [
         str(BIN / "gunicorn"),
         "--config",
