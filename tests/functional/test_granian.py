@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,12 @@ def children(pid: int) -> list[int]:
             if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def started(log: Path) -> set[int]:
+    """The workers granian has logged as started (``[INFO] Started worker-N``)."""
+    text = log.read_text(errors="replace")
+    return {int(n) for n in re.findall(r"Started worker-(\d+)", text)}
 
 
 @pytest.fixture
@@ -110,6 +117,10 @@ def test_granian_workers_deliver_mail_and_serve_discovery_and_tokens(
     try:
         # before any HTTP request: the workers' outbox threads deliver a queued mail
         wait_until(lambda: len(children(proc.pid)) == 2, 30, "granian's 2 workers")
+        # and both started (their application built, their signal handlers set): granian 2.8
+        # loses a SIGTERM that reaches a worker still starting (it then waits for another, until
+        # --workers-kill-timeout, which docs/deployment.md sets), and this test ends with one
+        wait_until(lambda: started(granian["log"]) == {1, 2}, 30, "granian's 2 workers started")
         with services.db.transaction() as db:
             enqueue(
                 db,
