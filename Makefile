@@ -108,14 +108,17 @@ system-packages-bench:
 # a machine doing nothing else)
 bench: system-packages-bench $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python bench/directory_import.py
-	$(BIN)/python bench/smartcard_verify.py
+	$(BIN)/python bench/directory_import.py --results bench/results
+	$(BIN)/python bench/in_process.py --results bench/results
+	$(BIN)/python bench/in_process.py --db postgresql --results bench/results
+	$(BIN)/python bench/smartcard_verify.py --results bench/results
 	$(BIN)/python bench/signin.py --results bench/results
 	$(BIN)/python bench/scale.py --results bench/results
 	$(BIN)/python bench/start.py --results bench/results
 	$(BIN)/python bench/start.py --db postgresql --results bench/results
 	$(BIN)/python bench/oidc_vs_peer.py --db both --results bench/results
 	$(BIN)/python bench/token_floor.py --results bench/results
+	$(BIN)/python bench/token_floor.py --threads 16 --results bench/results
 	$(BIN)/python bench/plot.py
 
 clean:

@@ -10,7 +10,6 @@ of ``--repeat`` runs, each on a freshly migrated database.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import secrets
@@ -24,11 +23,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
 from authsvc import matricule, migrate
 from authsvc.audit.keys import AuditKeys
 from authsvc.db import Database, make_engine
 from authsvc.directory.importer import HEADER, import_directory
 from authsvc.security.secrets import KeyedHasher
+from bench.report import emit
 
 PG_ADMIN_URL = os.environ.get(
     "AUTHSVC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -141,6 +144,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="also write the JSON line to a file there"
+    )
     args = parser.parse_args()
     rows = make_rows(args.rows)
     report: dict[str, object] = {"rows": args.rows}
@@ -158,7 +164,7 @@ def main() -> int:
         for name, figures in result.items():  # type: ignore[union-attr]
             print(f"  {name:<22} {figures['rows_per_s']:>9,} rows/s  ({figures['seconds']} s)")
     print()
-    print(json.dumps(report), file=sys.stderr)
+    emit(report, "directory-import", args.results)
     return 0
 
 

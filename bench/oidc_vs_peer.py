@@ -94,6 +94,8 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa
 
+from bench.report import emit, source_revision
+
 PEER_DIR = ROOT.parent / "shared" / "peer-oidc-provider"
 PG_ADMIN_URL = os.environ.get(
     "AUTHSVC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -744,18 +746,6 @@ class Wrk:
 # --- the benchmark -------------------------------------------------------------------------------
 
 
-def source_revision() -> str:
-    """The commit of the authsvc measured, and whether its working tree differs from it."""
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode != 0:
-        return "not a git checkout"
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "authsvc"], capture_output=True, text=True
-    ).stdout.strip()
-    return head.stdout.strip() + (" + uncommitted changes in authsvc/" if dirty else "")
-
-
 def check(ok: bool, what: str) -> None:
     if not ok:
         raise RuntimeError(f"check failed: {what}")
@@ -1325,14 +1315,7 @@ def measure(
         "caching": caching,
         **({"profile": profiles} if profiles else {}),
     }
-    line = json.dumps(report)
-    print(line, file=sys.stderr, flush=True)
-    if args.results is not None:
-        args.results.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = args.results / f"oidc-vs-peer-{args.db}-{stamp}.json"
-        path.write_text(line + "\n")
-        say(f"\nwritten to {path}")
+    emit(report, f"oidc-vs-peer-{args.db}", args.results)
     return 0 if valid else 1
 
 

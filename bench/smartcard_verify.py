@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import socket
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from authsvc.config import load_settings
 from authsvc.pki.certificates import _end_entity_policy, load_trust_anchors
 from authsvc.pki.challenges import Challenge, issue_challenge
 from authsvc.pki.service import SmartcardVerifier
+from bench.report import emit
 from softhsm.testca import RevocationServer, TestCA
 
 
@@ -67,6 +67,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--key", choices=["ec", "rsa"], default="ec")
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="also write the JSON line to a file there"
+    )
     parser.add_argument(
         "--threads", type=int, default=8, help="concurrent verifications (as a server's threads)"
     )
@@ -199,7 +202,7 @@ def main() -> int:
         for k, v in results.items()
         if k not in ("signature", "chain")
     }
-    print(json.dumps(report), file=sys.stderr)
+    emit(report, "smartcard", args.results)
     return 0
 
 

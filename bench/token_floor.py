@@ -64,11 +64,10 @@ from bench.oidc_vs_peer import (
     machine,
     post_form,
     say,
-    source_revision,
     start_peer,
     wait_http,
 )
-from bench.report import emit
+from bench.report import emit, source_revision
 
 #: what is measured, in the order of each round
 MEASURES = [
