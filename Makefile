@@ -104,8 +104,8 @@ lint: $(STAMP)
 system-packages-bench:
 	$(call apt_install,wrk nodejs npm)
 
-# every figure of docs/performance.md, one benchmark after the other (about 30 minutes; run it on
-# a machine doing nothing else)
+# every figure of docs/performance.md, one benchmark after the other, then the table of targets
+# (bench/targets.py); about 30 minutes in all; run it on a machine doing nothing else
 bench: system-packages-bench $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/directory_import.py --results bench/results
@@ -120,6 +120,7 @@ bench: system-packages-bench $(STAMP)
 	$(BIN)/python bench/token_floor.py --results bench/results
 	$(BIN)/python bench/token_floor.py --threads 16 --results bench/results
 	$(BIN)/python bench/plot.py
+	$(BIN)/python bench/targets.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
